@@ -1,0 +1,735 @@
+"""The one training loop every method of the course uses, and a checkpoint cache.
+
+Two halves:
+
+- :func:`train` runs mini-batch gradient descent for any model whose loss a small
+  function can compute: autoencoders, the f-AnoGAN encoder, Glow flows, AE-FLOW. It keeps
+  a :class:`History` of losses, shows a progress bar, clips gradients on request, uses
+  mixed precision (float16) on CUDA, and stops with :class:`NonFiniteLossError` as soon as
+  a loss or gradient becomes NaN / inf, *before* the bad update, so the model keeps its
+  last good weights.
+- :func:`train_or_load` is the notebooks' "load the checkpoint if it is there, else train
+  and save it" step. A checkpoint file is named after the model and a hash of the
+  configuration that produced it, so changing a hyperparameter trains a new model instead
+  of silently loading a stale one. Files are written atomically: an interrupted save never
+  leaves a half-written checkpoint behind.
+
+A typical notebook cell::
+
+    def loss_fn(model, batch):
+        (images,) = batch                      # (B, 1, 28, 28) in [0, 1]
+        return F.mse_loss(model(images), images)
+
+    config = {"method": "ae", "dataset": "mnist", "normal_class": 0, "epochs": EPOCHS}
+    history, cached = train_or_load(
+        model, "ae-mnist-0", config,
+        lambda: train(model, loss_fn, x_train, epochs=EPOCHS, lr=1e-3),
+    )
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from course_utils import config as course_config
+
+__all__ = [
+    "LossFn",
+    "History",
+    "NonFiniteLossError",
+    "train",
+    "config_key",
+    "checkpoint_path",
+    "save_checkpoint",
+    "load_checkpoint",
+    "train_or_load",
+]
+
+LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Union[Tensor, dict[str, Tensor]]]
+"""``loss_fn(model, batch) -> loss``.
+
+``batch`` is a tuple of tensors already on the training device (for tensor data: one
+tensor per tensor given to :func:`train`, each of shape ``(B, ...)``). The function returns
+either a scalar loss tensor, or a dict with key ``"loss"`` (the scalar that is optimised)
+plus further scalar tensors or floats to log, e.g. ``{"loss": l, "nll": nll, "recon": r}``.
+"""
+
+# Under AMP the GradScaler skips steps whose gradients overflowed float16 and lowers its
+# scale; a handful of skips (mostly at the start) is normal. This many in a row means the
+# gradients are genuinely non-finite, not just too large for float16.
+MAX_CONSECUTIVE_SKIPPED_STEPS = 20
+
+CHECKPOINT_FORMAT = 1
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+# --------------------------------------------------------------------------------------
+# History and errors
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class History:
+    """What happened during :func:`train`.
+
+    Attributes:
+        losses: mean optimised loss of each epoch (mean over the epoch's steps).
+        logs: per-epoch means of every logged key, including ``"loss"``; each list has
+            one value per epoch in which the key was logged.
+        step_losses: the loss of every optimiser step, in order.
+        epochs_run: number of completed epochs.
+        seconds: wall-clock training time.
+    """
+
+    losses: list[float] = field(default_factory=list)
+    logs: dict[str, list[float]] = field(default_factory=dict)
+    step_losses: list[float] = field(default_factory=list)
+    epochs_run: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists, floats, ints and strings only: safe for JSON and ``weights_only`` loads."""
+        return {
+            "losses": [float(v) for v in self.losses],
+            "logs": {str(k): [float(v) for v in vs] for k, vs in self.logs.items()},
+            "step_losses": [float(v) for v in self.step_losses],
+            "epochs_run": int(self.epochs_run),
+            "seconds": float(self.seconds),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: if a field is missing or has the wrong kind of value.
+        """
+        required = ("losses", "logs", "step_losses", "epochs_run", "seconds")
+        if not isinstance(data, Mapping):
+            raise ValueError(f"History.from_dict needs a mapping, got {type(data).__name__}.")
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise ValueError(f"History.from_dict: missing fields {missing}; pass a dict made by History.to_dict().")
+        try:
+            return cls(
+                losses=[float(v) for v in data["losses"]],
+                logs={str(k): [float(v) for v in vs] for k, vs in dict(data["logs"]).items()},
+                step_losses=[float(v) for v in data["step_losses"]],
+                epochs_run=int(data["epochs_run"]),
+                seconds=float(data["seconds"]),
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"History.from_dict: malformed field ({error}); pass a dict made by History.to_dict()."
+            ) from error
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss, logged term or gradient norm.
+
+    Raised *before* the optimiser step that would have used it, so the model keeps the
+    weights of the last good step.
+
+    Attributes:
+        epoch: 1-based epoch in which it happened.
+        step: 1-based step within that epoch.
+        quantity: what was not finite: ``"loss"``, ``"logged term 'nll'"``, ``"gradient norm"``.
+        value: the offending value.
+        history: the history up to the last completed epoch, plus the step losses so far.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int, quantity: str, value: float, history: History):
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+        self.quantity = quantity
+        self.value = value
+        self.history = history
+
+
+# --------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def _check_positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return course_config.get_device(verbose=False)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a valid torch device; use 'cpu', 'cuda' or 'mps'.") from error
+
+
+def _resolve_amp(amp: bool | None, device: torch.device) -> bool:
+    """AMP only where it helps and is safe: float16 autocast with a GradScaler, on CUDA."""
+    if amp is None:
+        return device.type == "cuda"
+    if amp and device.type != "cuda":
+        # bfloat16 autocast on CPU is slow on most laptops and changes results; not used.
+        warnings.warn(f"amp=True is only used on CUDA; training on {device} in float32.", stacklevel=3)
+        return False
+    return bool(amp)
+
+
+def _as_tensor_tuple(data: Tensor | tuple[Tensor, ...] | list[Tensor]) -> tuple[Tensor, ...]:
+    """Validate tensor data: at least one tensor, each with the same non-zero first dim."""
+    tensors = (data,) if isinstance(data, Tensor) else tuple(data)
+    if not tensors:
+        raise ValueError("data is an empty tuple; pass a tensor (N, ...) or a tuple of tensors with N rows each.")
+    for index, tensor in enumerate(tensors):
+        if not isinstance(tensor, Tensor):
+            raise ValueError(
+                f"data[{index}] is a {type(tensor).__name__}, not a tensor; convert it with torch.as_tensor "
+                "or pass a DataLoader."
+            )
+        if tensor.dim() == 0:
+            raise ValueError(f"data[{index}] is a 0-dim tensor; tensor data need a first (sample) dimension.")
+    lengths = [tensor.shape[0] for tensor in tensors]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"data tensors have different first dimensions {lengths}; they must all have N rows.")
+    if lengths[0] == 0:
+        raise ValueError("data are empty (0 samples); check the data split or class selection.")
+    return tensors
+
+
+def _make_loader(
+    data: Tensor | tuple[Tensor, ...] | DataLoader, batch_size: int, seed: int | None, device: torch.device
+) -> DataLoader:
+    """A DataLoader for ``data``: used as is if it is one, else a shuffling loader over the tensors.
+
+    For tensors, whole batches are fetched with one fancy index (``BatchSampler`` with
+    ``batch_size=None``) instead of one ``__getitem__`` per sample: the same shuffling order
+    as ``DataLoader(shuffle=True, generator=g)``, many times faster for 60 000 MNIST images.
+    """
+    if isinstance(data, DataLoader):
+        try:
+            n_batches = len(data)
+        except TypeError:  # an IterableDataset without __len__: checked after the first epoch
+            n_batches = None
+        if n_batches == 0:
+            raise ValueError("the DataLoader yields no batches (empty dataset, or drop_last with too few samples).")
+        return data
+    if isinstance(data, (Tensor, tuple, list)):
+        tensors = _as_tensor_tuple(data)
+    else:
+        raise ValueError(
+            f"data must be a tensor, a tuple of tensors or a DataLoader, got {type(data).__name__}."
+        )
+    dataset = TensorDataset(*tensors)
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    sampler = BatchSampler(RandomSampler(dataset, generator=generator), batch_size=batch_size, drop_last=False)
+    # Pinned host memory makes the non_blocking copy truly asynchronous; only for CPU tensors.
+    pin = device.type == "cuda" and all(t.device.type == "cpu" for t in tensors)
+    return DataLoader(dataset, batch_size=None, sampler=sampler, pin_memory=pin)
+
+
+def _batch_to_device(batch: Any, device: torch.device) -> tuple[Any, ...]:
+    """Normalise a batch to a tuple and move its tensors to ``device``."""
+    if isinstance(batch, Tensor):
+        batch = (batch,)
+    elif isinstance(batch, (tuple, list)):
+        batch = tuple(batch)
+    else:
+        raise ValueError(
+            f"a batch from the DataLoader is a {type(batch).__name__}; batches must be a tensor or a tuple/list "
+            "of tensors."
+        )
+    return tuple(t.to(device, non_blocking=True) if isinstance(t, Tensor) else t for t in batch)
+
+
+def _split_loss(output: Tensor | Mapping[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+    """(loss to optimise, all terms to log incl. "loss"), from what ``loss_fn`` returned."""
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise ValueError(f"loss_fn returned a dict without a 'loss' key (keys: {sorted(output)}); add 'loss'.")
+        loss = output["loss"]
+        terms = {str(k): (v.detach() if isinstance(v, Tensor) else torch.as_tensor(v)) for k, v in output.items()}
+    else:
+        loss = output
+        terms = {}
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return a scalar loss tensor, got {shape}; reduce it with .mean() or .sum().")
+    for key, value in terms.items():
+        if value.numel() != 1:
+            raise ValueError(f"logged term {key!r} has shape {tuple(value.shape)}; logged terms must be scalars.")
+    terms["loss"] = loss.detach()
+    return loss.reshape(()), terms
+
+
+def _optimised_parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    """Parameters the optimiser updates (the model may have frozen parts, e.g. f-AnoGAN's generator)."""
+    return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+
+def _non_finite_error(
+    *, epoch: int, epochs: int, step: int, n_steps: int | None, quantity: str, value: float, lr: float,
+    history: History, extra: str = "",
+) -> NonFiniteLossError:
+    steps = f"{step}/{n_steps}" if n_steps else str(step)
+    message = (
+        f"non-finite {quantity} ({value}) at epoch {epoch}/{epochs}, step {steps}. {extra}"
+        "The model keeps the weights of the last good step. Things to try: a lower learning rate "
+        f"(lr={lr:g} now, e.g. lr={lr / 10:g}), gradient clipping via max_grad_norm=1.0, and checking that "
+        "the inputs are finite and scaled to [0, 1]."
+    )
+    return NonFiniteLossError(message, epoch=epoch, step=step, quantity=quantity, value=value, history=history)
+
+
+# --------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Tensor | tuple[Tensor, ...] | DataLoader,
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+    batch_size: int = 128,
+    seed: int | None = 0,
+    max_grad_norm: float | None = None,
+    scheduler: Any = None,
+    device: torch.device | str | None = None,
+    amp: bool | None = None,
+    progress: bool = True,
+    desc: str = "training",
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train ``model`` in place by minimising ``loss_fn`` over ``data``.
+
+    Args:
+        model: any module; it is moved to ``device``, put in ``train()`` mode during
+            training and left in ``eval()`` mode afterwards (also after an error).
+        loss_fn: ``loss_fn(model, batch)`` -> scalar loss tensor, or a dict with key
+            ``"loss"`` plus scalar terms to log (see :data:`LossFn`).
+        data: a tensor ``(N, ...)`` (e.g. images ``(N, C, H, W)`` in [0, 1]), a tuple of
+            tensors with ``N`` rows each (batches are then tuples in the same order), or a
+            ``DataLoader`` used as is (its batches: a tensor or a tuple/list).
+        epochs: number of passes over the data, >= 1.
+        lr: learning rate of the default optimiser ``Adam(model.parameters(), lr)``;
+            ignored when ``optimizer`` is given.
+        optimizer: your own optimiser, e.g. for a subset of parameters or other betas.
+        batch_size: samples per step; only used for tensor data (the last batch may be smaller).
+        seed: seeds the shuffling order of tensor data (its own ``torch.Generator``, so it
+            does not depend on other random draws); ``None`` uses the global RNG. Seed the
+            model's initialisation yourself (``config.seed_everything``) before building it.
+        max_grad_norm: clip the global gradient norm to this value (``clip_grad_norm_``);
+            ``None`` does not clip.
+        scheduler: an LR scheduler stepped once per epoch (``ReduceLROnPlateau`` gets the
+            epoch's mean loss).
+        device: default ``config.get_device()``: cuda > mps > cpu.
+        amp: mixed precision (float16 autocast + GradScaler); ``None`` means on for CUDA,
+            off elsewhere. Never used off CUDA.
+        progress: show a tqdm bar over epochs with the last epoch's loss.
+        desc: label of the progress bar.
+        on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch, with the
+            1-based number of the epoch just finished; e.g. to draw samples. The model is
+            in ``train()`` mode again after it returns.
+
+    Returns:
+        The :class:`History`. Epoch means are plain means over the epoch's steps.
+
+    Raises:
+        ValueError: for invalid arguments, empty data, or a malformed loss.
+        NonFiniteLossError: if the loss, a logged term or (without AMP) the gradient norm
+            is NaN / inf, or under AMP more than 20 steps in a row were skipped. The
+            offending step is not applied.
+    """
+    epochs = _check_positive_int("epochs", epochs)
+    lr = _check_positive_float("lr", lr)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    clip_norm = math.inf if max_grad_norm is None else _check_positive_float("max_grad_norm", max_grad_norm)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be a function loss_fn(model, batch) -> loss.")
+
+    device = _resolve_device(device)
+    use_amp = _resolve_amp(amp, device)
+    loader = _make_loader(data, batch_size, seed, device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    current_lr = optimizer.param_groups[0]["lr"]
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    try:
+        n_steps: int | None = len(loader)
+    except TypeError:
+        n_steps = None
+
+    history = History()
+    start = time.perf_counter()
+    consecutive_skipped = 0
+    bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit="epoch")
+    try:
+        for epoch in bar:
+            model.train()
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            step = 0
+            for step, raw_batch in enumerate(loader, start=1):
+                batch = _batch_to_device(raw_batch, device)
+                optimizer.zero_grad(set_to_none=True)
+                autocast = torch.amp.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+                with autocast:
+                    loss, terms = _split_loss(loss_fn(model, batch))
+
+                # One device sync for all terms; check them before backward so a bad step never happens.
+                stacked = torch.stack([t.float().reshape(()).to(device) for t in terms.values()])
+                values = dict(zip(terms, stacked.tolist()))
+                for key in ["loss", *(k for k in values if k != "loss")]:
+                    if not math.isfinite(values[key]):
+                        quantity = "loss" if key == "loss" else f"logged term {key!r}"
+                        raise _non_finite_error(
+                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity=quantity,
+                            value=values[key], lr=current_lr, history=history,
+                        )
+                if not loss.requires_grad:
+                    raise ValueError(
+                        "the loss does not depend on any trainable parameter (requires_grad=False); "
+                        "was it computed under torch.no_grad() or detached?"
+                    )
+
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)  # so clipping and the norm see true gradients
+                else:
+                    loss.backward()
+                # clip_grad_norm_ returns the norm before clipping; with max_norm=inf it only measures.
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(_optimised_parameters(optimizer), clip_norm))
+
+                if scaler is not None:
+                    # A non-finite norm under AMP: the scaler skips this step and lowers its scale.
+                    consecutive_skipped = consecutive_skipped + 1 if not math.isfinite(grad_norm) else 0
+                    if consecutive_skipped > MAX_CONSECUTIVE_SKIPPED_STEPS:
+                        raise _non_finite_error(
+                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity="gradient norm",
+                            value=grad_norm, lr=current_lr, history=history,
+                            extra=f"Mixed precision skipped {consecutive_skipped} steps in a row (try amp=False). ",
+                        )
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    if not math.isfinite(grad_norm):
+                        raise _non_finite_error(
+                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity="gradient norm",
+                            value=grad_norm, lr=current_lr, history=history,
+                        )
+                    optimizer.step()
+
+                history.step_losses.append(values["loss"])
+                for key, value in values.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+
+            if step == 0:
+                raise ValueError("the DataLoader yielded no batches; check the dataset and drop_last.")
+            _record_epoch(history, sums, counts, seconds=time.perf_counter() - start)
+            if scheduler is not None:
+                _step_scheduler(scheduler, history.losses[-1])
+                current_lr = optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{history.losses[-1]:.4g}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, history)
+    finally:
+        bar.close()
+        history.seconds = time.perf_counter() - start
+        model.eval()
+    return history
+
+
+def _record_epoch(history: History, sums: dict[str, float], counts: dict[str, int], *, seconds: float) -> None:
+    for key, total in sums.items():
+        history.logs.setdefault(key, []).append(total / counts[key])
+    history.losses.append(history.logs["loss"][-1])
+    history.epochs_run += 1
+    history.seconds = seconds
+
+
+def _step_scheduler(scheduler: Any, epoch_loss: float) -> None:
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(epoch_loss)
+    else:
+        scheduler.step()
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoint cache
+# --------------------------------------------------------------------------------------
+
+
+def _check_json_value(value: Any, where: str) -> None:
+    """Raise ValueError unless ``value`` is a JSON scalar, or a list / dict of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{where}[{index}]")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"config key {key!r} inside {where!r} is not a string; use string keys.")
+            _check_json_value(item, f"{where}.{key}")
+        return
+    raise ValueError(
+        f"config value at {where!r} is a {type(value).__name__} ({value!r}); config values must be numbers, "
+        "strings, booleans, None, or lists / dicts of them. Convert it, e.g. with int(), float() or str()."
+    )
+
+
+def _normalised_config(config: Mapping) -> dict[str, Any]:
+    """``config`` validated and as plain JSON types (tuples become lists)."""
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config must be a dict of hyperparameters, got {type(config).__name__}.")
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ValueError(f"config key {key!r} is not a string; use string keys.")
+        _check_json_value(value, key)
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
+
+
+def config_key(config: Mapping) -> str:
+    """SHA-256 hex digest (64 chars) of the configuration, independent of key order.
+
+    Raises:
+        ValueError: if a value is not JSON-able (the message names the key).
+    """
+    normalised = _normalised_config(config)
+    text = json.dumps(normalised, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checkpoint_path(name: str, config: Mapping, directory: Path | None = None) -> Path:
+    """Where the checkpoint for ``name`` trained with ``config`` lives.
+
+    Args:
+        name: a file stem of letters, digits, ``_``, ``.`` and ``-``, e.g. ``"ae-mnist-0"``.
+        config: the hyperparameters that determine the trained weights.
+        directory: default ``config.cache_dir()`` (``COURSE_CACHE_DIR``).
+
+    Returns:
+        ``directory / f"{name}-{config_key(config)[:16]}.pt"`` (the folder may not exist yet).
+    """
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name):
+        raise ValueError(
+            f"checkpoint name {name!r} is not a safe file name; use letters, digits, '_', '.' and '-' only."
+        )
+    folder = course_config.cache_dir() if directory is None else Path(directory)
+    return folder / f"{name}-{config_key(config)[:16]}.pt"
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, Any]:
+    # CPU copies, so a checkpoint written on a GPU machine loads on a laptop.
+    return {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, model: nn.Module, history: History | None, config: Mapping) -> None:
+    """Save ``model``'s weights, its training history and config to ``path``, atomically.
+
+    The data go to a temporary file in the same folder, are flushed to disk, and only then
+    renamed to ``path``: an interrupted or failed save leaves any previous file at ``path``
+    untouched and no partial file behind. The file holds ``{"format": 1, "state_dict",
+    "history", "config", "torch_version"}``: plain tensors and types, loadable with
+    ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": _cpu_state_dict(model),
+        "history": None if history is None else history.to_dict(),
+        "config": _normalised_config(config),
+        "torch_version": str(torch.__version__),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    temp_path = Path(handle.name)
+    try:
+        with handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_path, 0o644)  # NamedTemporaryFile makes 0600 files; a cache may be shared
+        os.replace(temp_path, path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe_keys(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def _check_state_dict_fits(path: Path, model: nn.Module, state_dict: Mapping[str, Any]) -> None:
+    expected = model.state_dict()
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    wrong_shape = [
+        f"{key} (file {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in sorted(set(expected) & set(state_dict))
+        if isinstance(expected[key], Tensor) and isinstance(state_dict[key], Tensor)
+        and expected[key].shape != state_dict[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe_keys(unexpected)}")
+    if wrong_shape:
+        problems.append(f"shape mismatches: {'; '.join(wrong_shape[:8])}")
+    if problems:
+        raise ValueError(
+            f"the weights in {path} do not fit this model ({'; '.join(problems)}). The cached file was made "
+            "by another model version: delete it to retrain (or pass retrain=True)."
+        )
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    *,
+    expected_config: Mapping | None = None,
+    map_location: Any = "cpu",
+) -> History | None:
+    """Load weights saved by :func:`save_checkpoint` into ``model``; return the saved history.
+
+    Tensors are copied into the model's existing parameters, so the model stays on its
+    device whatever ``map_location`` is.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        RuntimeError: if the file is corrupt or not a course checkpoint (delete it to retrain).
+        ValueError: if its config differs from ``expected_config``, or its weights do not
+            fit ``model`` (missing / unexpected keys, other shapes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; train the model first (see train_or_load).")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle, zip and torch errors all mean: unusable file
+        raise RuntimeError(
+            f"could not read checkpoint {path} ({type(error).__name__}: {error}). The file is corrupt, "
+            "incomplete or not a course checkpoint: delete it to retrain."
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state_dict" not in payload:
+        raise RuntimeError(
+            f"{path} is not a course checkpoint (format {CHECKPOINT_FORMAT}): delete it to retrain."
+        )
+    if expected_config is not None:
+        expected = _normalised_config(expected_config)
+        saved = payload.get("config")
+        if saved != expected:
+            differing = sorted(
+                k for k in set(expected) | set(saved or {}) if (saved or {}).get(k) != expected.get(k)
+            )
+            raise ValueError(
+                f"{path} was trained with another config (differing keys: {differing}); "
+                "delete it or use the matching config."
+            )
+    _check_state_dict_fits(path, model, payload["state_dict"])
+    model.load_state_dict(payload["state_dict"])
+    history = payload.get("history")
+    return None if history is None else History.from_dict(history)
+
+
+def train_or_load(
+    model: nn.Module,
+    name: str,
+    config: Mapping,
+    train_fn: Callable[[], History | None],
+    *,
+    directory: Path | None = None,
+    retrain: bool = False,
+    verbose: bool = True,
+) -> tuple[History | None, bool]:
+    """Load the cached checkpoint for (``name``, ``config``) into ``model``, else train and cache it.
+
+    Args:
+        model: the (freshly built) model; weights are loaded into it, or ``train_fn``
+            trains it in place.
+        name: checkpoint file stem, e.g. ``"ae-mnist-0"`` (letters, digits, ``_.-``).
+        config: every hyperparameter that changes the trained weights (JSON-able values);
+            another config means another file.
+        train_fn: no-argument function that trains ``model`` in place and returns its
+            :class:`History` (e.g. ``lambda: train(model, loss_fn, x, epochs=5)``).
+        directory: cache folder; default ``config.cache_dir()``.
+        retrain: train even if a checkpoint exists (and overwrite it).
+        verbose: print whether the checkpoint was loaded or where it was saved.
+
+    Returns:
+        ``(history, loaded_from_cache)``. The model is left in ``eval()`` mode.
+    """
+    path = checkpoint_path(name, config, directory)
+    if path.is_file() and not retrain:
+        history = load_checkpoint(path, model, expected_config=config)
+        model.eval()
+        if verbose:
+            print(f"loaded cached checkpoint {path}")
+        return history, True
+    history = train_fn()
+    if history is not None and not isinstance(history, History):
+        raise ValueError(
+            f"train_fn returned a {type(history).__name__}; it must return the History from train() (or None)."
+        )
+    save_checkpoint(path, model, history, config)
+    model.eval()
+    if verbose:
+        print(f"saved checkpoint to {path}")
+    return history, False
