@@ -154,7 +154,8 @@ def load_dataset(name: str, split: str = "train", *, source: str = "auto", size:
     if size not in spec.sizes:
         raise ValueError(f"{spec.name} comes in sizes {spec.sizes} px, not {size}")
     images, labels, resolved, note = _resolve_arrays(spec, split, source, size)
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float().div_(255.0)
+    # the cached arrays are read-only; torch wants a writable buffer, so copy the uint8 data (cheap)
+    tensor = torch.from_numpy(np.array(images, copy=True)).unsqueeze(1).float().div_(255.0)
     return LabelledImages(tensor, torch.from_numpy(labels.astype(np.int64)), resolved, note)
 
 

@@ -87,6 +87,11 @@ def _format_indices(indices: np.ndarray) -> str:
     return f"{str(shown)[:-1]}, ...] ({len(indices)} in total)"
 
 
+def _compact_number(value: float) -> int | float:
+    """2.0 -> 2 (labels usually are integers), 0.5 stays 0.5."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _check_finite(values: np.ndarray, name: str) -> None:
     """Raise ValueError naming how many values of ``values`` are NaN / inf, and where."""
     bad = np.flatnonzero(~np.isfinite(values))
@@ -136,7 +141,7 @@ def _validate_scores_labels(
     if len(bad_labels):
         raise ValueError(
             f"labels must be 0 (normal) or 1 (anomaly); found other values "
-            f"{[v.item() for v in bad_labels[:_MAX_INDICES_SHOWN]]}. Convert class ids to "
+            f"{[_compact_number(v) for v in bad_labels[:_MAX_INDICES_SHOWN]]}. Convert class ids to "
             "binary labels first, e.g. `labels = (class_ids != normal_class).astype(int)`"
         )
     labels_int = labels_array.astype(np.int64)
@@ -494,7 +499,8 @@ def _class_label(class_key: ClassKey, class_names: Any) -> str:
             name = class_names.get(int(class_key))
     elif _is_int_like(class_key) and 0 <= int(class_key) < len(class_names):
         name = class_names[int(class_key)]
-    return f"{class_key} ({name})" if name is not None else str(class_key)
+    # MNIST's class names are the digits themselves: "3 (3)" would only add noise
+    return f"{class_key} ({name})" if name is not None and str(name) != str(class_key) else str(class_key)
 
 
 def _markdown_cell(text: str) -> str:

@@ -1,0 +1,115 @@
+"""Exercise checks, shared by students (visible checks), graders (hidden tests) and the test suite.
+
+Each ``check_*`` function calls the student's function on cases with known answers and
+raises ``AssertionError`` with a message that says what was expected and what was found;
+on success it prints a short confirmation and returns True. Hidden tests call the same
+functions with ``hidden=True``, which adds cases the student has not seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["check_auroc_from_ranks", "check_threshold_from_normals", "ExerciseCheckError"]
+
+
+class ExerciseCheckError(AssertionError):
+    """An exercise check failed; the message says what was expected and found."""
+
+
+def _fail(exercise: str, case: str, expected: Any, found: Any, hint: str = "") -> None:
+    message = f"[{exercise}] {case}: expected {expected!r}, found {found!r}."
+    if hint:
+        message += f"\nHint: {hint}"
+    raise ExerciseCheckError(message)
+
+
+def _call(exercise: str, fn: Callable, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise ExerciseCheckError(f"[{exercise}] not implemented yet: replace the `raise NotImplementedError()` "
+                                 "with your code, run that cell, then run this check again.") from None
+
+
+def _as_float(exercise: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ExerciseCheckError(f"[{exercise}] your function must return one number, it returned {value!r}") from None
+
+
+# --------------------------------------------------------------------------- exercise: AUROC from ranks
+def _auroc_cases(hidden: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(7 if not hidden else 1234)
+    cases = [
+        ("perfect separation", np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])),
+        ("reversed scores", np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])),
+        ("one tie across classes", np.array([0.1, 0.5, 0.5, 0.9]), np.array([0, 0, 1, 1])),
+        ("random scores, 200 images", rng.normal(size=200), (rng.random(200) < 0.3).astype(int)),
+    ]
+    if hidden:
+        cases += [
+            ("all scores equal", np.full(10, 3.0), np.array([0] * 6 + [1] * 4)),
+            ("many ties", np.round(rng.normal(size=500), 1), (rng.random(500) < 0.5).astype(int)),
+            ("one anomaly", rng.normal(size=50), np.eye(50, dtype=int)[7]),
+        ]
+    return cases
+
+
+def check_auroc_from_ranks(fn: Callable[[np.ndarray, np.ndarray], float], *, hidden: bool = False) -> bool:
+    """Check ``fn(scores, labels) -> AUROC`` computed from ranks (Mann-Whitney U).
+
+    The reference is scikit-learn's ``roc_auc_score``; agreement to 1e-9 is required,
+    ties included (a tie between a normal and an anomaly counts one half).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    exercise = "auroc-from-ranks"
+    for case, scores, labels in _auroc_cases(hidden):
+        found = _as_float(exercise, _call(exercise, fn, scores.copy(), labels.copy()))
+        expected = float(roc_auc_score(labels, scores))
+        if not np.isfinite(found) or abs(found - expected) > 1e-9:
+            hint = ("average the ranks of tied scores (scipy.stats.rankdata does this), so a tie counts 1/2"
+                    if "tie" in case or "equal" in case else
+                    "AUROC = (sum of anomaly ranks - n1 (n1 + 1) / 2) / (n1 n0), ranks starting at 1")
+            _fail(exercise, case, round(expected, 6), found, hint)
+    print(f"✓ {exercise}: all {len(_auroc_cases(hidden))} cases agree with scikit-learn")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: threshold from normal scores
+def _threshold_cases(hidden: bool) -> list[tuple[str, np.ndarray, float]]:
+    rng = np.random.default_rng(11 if not hidden else 4321)
+    cases = [
+        ("1000 normal validation scores, FPR 5 %", rng.normal(size=1000), 0.05),
+        ("200 scores, FPR 10 %", rng.exponential(size=200), 0.10),
+    ]
+    if hidden:
+        cases += [
+            ("FPR 1 %", rng.normal(loc=5, size=5000), 0.01),
+            ("shifted and scaled", 100 + 20 * rng.normal(size=300), 0.2),
+        ]
+    return cases
+
+
+def check_threshold_from_normals(fn: Callable[[np.ndarray, float], float], *, hidden: bool = False) -> bool:
+    """Check ``fn(normal_val_scores, target_fpr) -> threshold``.
+
+    Predicting "anomaly" for ``score >= threshold`` must flag (about) ``target_fpr`` of the
+    normal validation images: the threshold is the (1 - target_fpr) quantile of normal
+    scores (``np.quantile``'s default linear interpolation). It takes no test data at all.
+    """
+    exercise = "threshold-from-normals"
+    for case, scores, fpr in _threshold_cases(hidden):
+        found = _as_float(exercise, _call(exercise, fn, scores.copy(), fpr))
+        expected = float(np.quantile(scores, 1.0 - fpr))
+        if not np.isfinite(found) or abs(found - expected) > 1e-6 * max(1.0, abs(expected)):
+            flagged = float(np.mean(scores >= found)) if np.isfinite(found) else float("nan")
+            _fail(exercise, case, round(expected, 6), found,
+                  f"your threshold flags {flagged:.1%} of the normal images, the target is {fpr:.0%}: "
+                  "use the (1 - target_fpr) quantile of the normal scores")
+    print(f"✓ {exercise}: all {len(_threshold_cases(hidden))} cases flag the target fraction of normals")
+    return True

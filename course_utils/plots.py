@@ -1,0 +1,509 @@
+"""Plots for anomaly scores and images: histograms, ROC / PR curves, image grids, heat maps.
+
+Every plotting function draws into ``ax`` when given one (so notebooks can compose
+figures) or into a new figure otherwise, and returns the Axes. Conventions as in
+``course_utils.metrics``: label 1 = anomaly, higher score = more anomalous, and a
+threshold predicts "anomaly" for ``scores >= threshold``.
+
+Images are channel-first, as torch gives them: (N, H, W), (N, 1, H, W) or (N, 3, H, W)
+for a batch, values in [0, 1]; numpy arrays and torch tensors (any device) are accepted.
+Only matplotlib is required; seaborn, if installed, is not needed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from course_utils.metrics import (
+    _counts,
+    _validate_scores_labels,
+    _validate_threshold,
+    auprc,
+    auroc,
+)
+
+__all__ = [
+    "score_histogram",
+    "roc_curve_plot",
+    "pr_curve_plot",
+    "tile_images",
+    "image_grid",
+    "heatmap_overlay",
+]
+
+NORMAL_COLOR = "tab:green"
+ANOMALY_COLOR = "tab:red"
+THRESHOLD_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+# gid of the chance line, so overlaying several curves on one Axes draws it only once.
+_CHANCE_GID = "course_utils-chance"
+
+
+def _axes_or_new(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
+    """The given Axes, or the Axes of a new figure of ``figsize`` inches."""
+    if ax is not None:
+        return ax
+    _, new_ax = plt.subplots(figsize=figsize)
+    return new_ax
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    """numpy array from a numpy array, list or torch tensor on any device."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------------------
+
+
+def score_histogram(
+    scores: Any,
+    labels: Any,
+    *,
+    ax: Axes | None = None,
+    bins: int | Sequence[float] = 50,
+    threshold: float | None = None,
+    title: str | None = None,
+    names: tuple[str, str] = ("normal", "anomaly"),
+    density: bool = True,
+) -> Axes:
+    """Overlaid histograms of normal (green) and anomalous (red) scores.
+
+    Both histograms use the SAME bin edges, computed from all scores together, so
+    the bars are directly comparable.
+
+    Args:
+        scores: shape (N,), finite; higher = more anomalous.
+        labels: shape (N,), 1 = anomaly, 0 = normal; one class alone is allowed.
+        ax: Axes to draw into; a new figure when None.
+        bins: number of bins, or the bin edges themselves.
+        threshold: if given, drawn as a dashed vertical line.
+        title: Axes title.
+        names: legend names of the (normal, anomaly) classes; counts are appended.
+        density: True normalises each class's histogram to unit area (compares shapes
+            when the classes have very different sizes); False shows counts.
+
+    Returns:
+        The Axes.
+    """
+    scores_array, labels_array = _validate_scores_labels(scores, labels, require_both_classes=False)
+    if len(names) != 2:
+        raise ValueError(f"names must be two strings (normal, anomaly); got {names!r}")
+    edges = np.histogram_bin_edges(scores_array, bins=bins)
+    ax = _axes_or_new(ax)
+    for class_value, name, color in ((0, names[0], NORMAL_COLOR), (1, names[1], ANOMALY_COLOR)):
+        class_scores = scores_array[labels_array == class_value]
+        if len(class_scores) == 0:
+            continue
+        ax.hist(
+            class_scores,
+            bins=edges,
+            density=density,
+            alpha=0.5,
+            color=color,
+            edgecolor=color,
+            label=f"{name} (n={len(class_scores)})",
+        )
+    if threshold is not None:
+        value = _validate_threshold(threshold)
+        ax.axvline(value, label=f"threshold = {value:.4g}", **THRESHOLD_STYLE)
+    ax.set_xlabel("anomaly score (higher = more anomalous)")
+    ax.set_ylabel("density" if density else "count")
+    ax.legend()
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def _draw_chance_line_once(ax: Axes, x: Sequence[float], y: Sequence[float], label: str) -> None:
+    """Draw a dashed grey reference line unless this Axes already has one."""
+    if any(line.get_gid() == _CHANCE_GID for line in ax.get_lines()):
+        return
+    (line,) = ax.plot(x, y, color="grey", linestyle=":", linewidth=1, label=label)
+    line.set_gid(_CHANCE_GID)
+
+
+def _legend_text(label: str | None, metric: str, value: float) -> str:
+    return f"{label} ({metric} = {value:.3f})" if label else f"{metric} = {value:.3f}"
+
+
+def roc_curve_plot(
+    scores: Any,
+    labels: Any,
+    *,
+    ax: Axes | None = None,
+    threshold: float | None = None,
+    label: str | None = None,
+) -> Axes:
+    """ROC curve with the AUROC in the legend and the chance diagonal.
+
+    Calling it again with the same ``ax`` overlays another curve (for comparing
+    methods); the diagonal is drawn once.
+
+    Args:
+        scores: shape (N,), finite; higher = more anomalous.
+        labels: shape (N,), 1 = anomaly, 0 = normal; both classes present.
+        ax: Axes to draw into; a new figure when None.
+        threshold: if given, the operating point (FPR, TPR) of ``scores >= threshold``
+            is marked on the curve.
+        label: curve name in the legend (e.g. the method).
+
+    Returns:
+        The Axes.
+    """
+    scores_array, labels_array = _validate_scores_labels(scores, labels, metric="a ROC curve")
+    fpr, tpr, _ = roc_curve(labels_array, scores_array)
+    ax = _axes_or_new(ax, figsize=(4.5, 4.5))
+    _draw_chance_line_once(ax, [0, 1], [0, 1], "chance")
+    (curve,) = ax.plot(fpr, tpr, label=_legend_text(label, "AUROC", auroc(scores_array, labels_array)))
+    if threshold is not None:
+        value = _validate_threshold(threshold)
+        tp, fp, tn, fn = _counts(scores_array, labels_array, value)
+        ax.plot(
+            fp / (fp + tn),
+            tp / (tp + fn),
+            marker="o",
+            markersize=8,
+            color=curve.get_color(),
+            markeredgecolor="black",
+            linestyle="none",
+            label=f"threshold {value:.4g}",
+        )
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def pr_curve_plot(
+    scores: Any,
+    labels: Any,
+    *,
+    ax: Axes | None = None,
+    threshold: float | None = None,
+    label: str | None = None,
+) -> Axes:
+    """Precision-recall curve (anomaly = positive) with the AUPRC in the legend.
+
+    The chance baseline is a horizontal line at the anomaly prevalence (a random
+    detector's precision), drawn in the curve's colour because it depends on the data.
+
+    Args:
+        scores: shape (N,), finite; higher = more anomalous.
+        labels: shape (N,), 1 = anomaly, 0 = normal; both classes present.
+        ax: Axes to draw into (calling again overlays curves); a new figure when None.
+        threshold: if given, the operating point (recall, precision) is marked.
+        label: curve name in the legend.
+
+    Returns:
+        The Axes.
+    """
+    scores_array, labels_array = _validate_scores_labels(scores, labels, metric="a PR curve")
+    precision, recall, _ = precision_recall_curve(labels_array, scores_array)
+    ax = _axes_or_new(ax, figsize=(4.5, 4.5))
+    # steps-post matches how average precision integrates the curve.
+    (curve,) = ax.plot(
+        recall,
+        precision,
+        drawstyle="steps-post",
+        label=_legend_text(label, "AUPRC", auprc(scores_array, labels_array)),
+    )
+    prevalence = float(labels_array.mean())
+    ax.axhline(
+        prevalence,
+        color=curve.get_color(),
+        linestyle=":",
+        linewidth=1,
+        label=f"chance (prevalence {prevalence:.2f})",
+    )
+    if threshold is not None:
+        value = _validate_threshold(threshold)
+        tp, fp, _, fn = _counts(scores_array, labels_array, value)
+        # Nothing predicted anomalous: precision is 0/0; use 1, the curve's end point.
+        precision_at = tp / (tp + fp) if tp + fp > 0 else 1.0
+        ax.plot(
+            tp / (tp + fn),
+            precision_at,
+            marker="o",
+            markersize=8,
+            color=curve.get_color(),
+            markeredgecolor="black",
+            linestyle="none",
+            label=f"threshold {value:.4g}",
+        )
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (PPV)")
+    ax.legend(loc="lower left")
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------
+
+
+def _images_to_nhwc(images: Any, name: str = "images") -> np.ndarray:
+    """Batch of channel-first images -> float array (N, H, W) (gray) or (N, H, W, 3) (RGB).
+
+    Accepts (N, H, W), (N, 1, H, W) and (N, 3, H, W), numpy or torch.
+    """
+    array = _as_numpy(images)
+    try:
+        array = array.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric; got dtype {array.dtype}") from None
+    expected = "(N, H, W), (N, 1, H, W) or (N, 3, H, W)"
+    if array.ndim == 3:
+        result = array
+    elif array.ndim == 4 and array.shape[1] == 1:
+        result = array[:, 0]
+    elif array.ndim == 4 and array.shape[1] == 3:
+        result = np.moveaxis(array, 1, -1)
+    else:
+        hint = ""
+        if array.ndim == 4 and array.shape[-1] in (1, 3):
+            hint = (
+                " It looks channel-last: use images.permute(0, 3, 1, 2) (torch) "
+                "or np.moveaxis(images, -1, 1) (numpy)."
+            )
+        elif array.ndim == 2:
+            hint = " For a single image, add a batch dimension: images[None]."
+        raise ValueError(f"{name} must have shape {expected}; got shape {array.shape}.{hint}")
+    if result.shape[0] == 0:
+        raise ValueError(f"{name} are empty (shape {array.shape}): pass at least one image")
+    if result.shape[1] == 0 or result.shape[2] == 0:
+        raise ValueError(f"{name} have zero height or width: shape {array.shape}")
+    return result
+
+
+def _check_nrow(nrow: int) -> None:
+    if not isinstance(nrow, (int, np.integer)) or nrow < 1:
+        raise ValueError(f"nrow (images per row) must be a positive integer; got {nrow!r}")
+
+
+def tile_images(images: Any, nrow: int = 8, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """Tile a batch of images into one array, row by row, with separators between tiles.
+
+    Args:
+        images: (N, H, W), (N, 1, H, W) or (N, 3, H, W), numpy or torch.
+        nrow: images per row (as ``torchvision.utils.make_grid``).
+        pad: separator width in pixels between tiles (no border around the grid).
+        pad_value: separator colour, and the fill of empty cells in the last row
+            (1.0 = white for images in [0, 1]).
+
+    Returns:
+        ``(H', W')`` for grayscale or ``(H', W', 3)`` for RGB, where with
+        ``cols = min(nrow, N)`` and ``rows = ceil(N / cols)``:
+        ``H' = rows * H + (rows - 1) * pad`` and ``W' = cols * W + (cols - 1) * pad``.
+    """
+    batch = _images_to_nhwc(images)
+    _check_nrow(nrow)
+    if not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"pad must be a non-negative integer number of pixels; got {pad!r}")
+    n_images, height, width = batch.shape[:3]
+    cols = min(int(nrow), n_images)
+    rows = -(-n_images // cols)  # ceiling division
+    grid_shape = (rows * height + (rows - 1) * pad, cols * width + (cols - 1) * pad) + batch.shape[3:]
+    grid = np.full(grid_shape, pad_value, dtype=np.float64)
+    for index, image in enumerate(batch):
+        top = (index // cols) * (height + pad)
+        left = (index % cols) * (width + pad)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def image_grid(
+    images: Any,
+    *,
+    nrow: int = 8,
+    titles: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    cmap: str = "gray",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    title: str | None = None,
+) -> Axes:
+    """Show a batch of images as a grid, ``nrow`` images per row.
+
+    Without ``titles`` the images are tiled into one picture (``tile_images``, 1-px
+    white separators) and shown in a single Axes. With ``titles`` (one per image) each
+    image gets its own small inset Axes with its title, laid out inside ``ax``.
+
+    Args:
+        images: (N, H, W), (N, 1, H, W) or (N, 3, H, W), values in [0, 1], numpy or torch.
+        nrow: images per row.
+        titles: optional list of N short strings (e.g. score and label).
+        ax: Axes to draw into (its area is used for the grid); a new figure when None.
+        cmap, vmin, vmax: grayscale colour mapping (RGB images are clipped to [0, 1]).
+        title: title above the whole grid.
+
+    Returns:
+        The Axes holding the grid (its axis is off); ``ax.figure`` is the figure.
+    """
+    batch = _images_to_nhwc(images)
+    _check_nrow(nrow)
+    n_images = batch.shape[0]
+    cols = min(int(nrow), n_images)
+    rows = -(-n_images // cols)
+    if titles is not None and len(titles) != n_images:
+        raise ValueError(
+            f"titles must have one entry per image: got {len(titles)} titles for {n_images} images"
+        )
+    if ax is None:
+        scale = 1.3 if titles is None else 1.6
+        ax = _axes_or_new(None, figsize=(min(14.0, scale * cols + 0.5), scale * rows + 0.6))
+    ax.set_axis_off()
+    if title is not None:
+        ax.set_title(title)
+    if titles is None:
+        _show_image(ax, tile_images(batch, nrow=nrow), cmap, vmin, vmax)
+    else:
+        _titled_insets(ax, batch, titles, rows, cols, cmap, vmin, vmax)
+    return ax
+
+
+def _show_image(ax: Axes, image: np.ndarray, cmap: str, vmin: float, vmax: float) -> None:
+    """imshow a (H, W) or (H, W, 3) array without axes."""
+    if image.ndim == 3:
+        ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
+    else:
+        ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+
+
+def _titled_insets(
+    ax: Axes,
+    batch: np.ndarray,
+    titles: Sequence[str],
+    rows: int,
+    cols: int,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+) -> None:
+    """One inset Axes per image inside ``ax``, each with its own title.
+
+    Insets work inside any Axes (also one not made by plt.subplots), so the widgets
+    can place a titled grid in a figure they laid out themselves.
+    """
+    cell_width, cell_height = 1.0 / cols, 1.0 / rows
+    title_room = 0.28 * cell_height  # keep space for up to two short title lines
+    for index, image in enumerate(batch):
+        row, col = divmod(index, cols)
+        bounds = [
+            col * cell_width + 0.04 * cell_width,
+            1.0 - (row + 1) * cell_height,
+            0.92 * cell_width,
+            cell_height - title_room,
+        ]
+        inset = ax.inset_axes(bounds)
+        _show_image(inset, image, cmap, vmin, vmax)
+        inset.set_title(str(titles[index]), fontsize=8)
+
+
+def heatmap_overlay(
+    image: Any,
+    heat: Any,
+    *,
+    ax: Axes | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    title: str | None = None,
+    colorbar: bool = False,
+) -> Axes:
+    """A grayscale image with an anomaly heat map on top.
+
+    Args:
+        image: (H, W) or (1, H, W), values in [0, 1], numpy or torch.
+        heat: (h, w), (1, h, w) or (1, 1, h, w), finite. A smaller map (for example a
+            latent-resolution map) is upsampled bilinearly to (H, W); it must have the
+            image's aspect ratio. It is min-max normalised to [0, 1] per image, so
+            colours show WHERE the map is high, not how high compared to other images.
+        ax: Axes to draw into; a new figure when None.
+        alpha: opacity of the heat map in [0, 1].
+        cmap: colour map of the heat map.
+        title: Axes title.
+        colorbar: add a colour bar for the normalised heat values.
+
+    Returns:
+        The Axes.
+    """
+    gray = _grayscale_image(image)
+    heat_map = _heat_to_image_size(heat, gray.shape)
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha (heat map opacity) must be in [0, 1]; got {alpha!r}")
+    ax = _axes_or_new(ax, figsize=(3.5, 3.5))
+    ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    overlay = ax.imshow(
+        _normalise01(heat_map), cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear"
+    )
+    ax.set_axis_off()
+    if colorbar:
+        ax.figure.colorbar(overlay, ax=ax, fraction=0.046, pad=0.04, label="anomaly map (normalised)")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def _grayscale_image(image: Any) -> np.ndarray:
+    """(H, W) or (1, H, W) -> float (H, W); anything else is a ValueError."""
+    array = _as_numpy(image).astype(np.float64)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(
+            f"image must be one grayscale image of shape (H, W) or (1, H, W); got shape {array.shape}"
+        )
+    return array
+
+
+def _heat_to_image_size(heat: Any, image_shape: tuple[int, int]) -> np.ndarray:
+    """Heat map -> float (H, W), upsampled bilinearly when smaller than the image."""
+    array = _as_numpy(heat).astype(np.float64)
+    original_shape = array.shape
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(
+            f"heat must be one map of shape (h, w), (1, h, w) or (1, 1, h, w); got shape {original_shape}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("heat contains NaN / inf values: check the model's anomaly map")
+    height, width = image_shape
+    if array.shape == (height, width):
+        return array
+    if array.shape[0] * width != array.shape[1] * height:
+        raise ValueError(
+            f"heat map shape {array.shape} does not have the image's aspect ratio {image_shape}: "
+            "is it transposed, or from a different image?"
+        )
+    import torch  # imported here so that plotting scores does not pay torch's import time
+    import torch.nn.functional as F
+
+    resized = F.interpolate(
+        torch.from_numpy(array)[None, None], size=(height, width), mode="bilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
+
+
+def _normalise01(values: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1]; a constant map becomes all zeros (nothing stands out)."""
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+

@@ -1,0 +1,191 @@
+"""The one-class evaluation protocol, shared by notebooks and benchmarks.
+
+Protocol (DESIGN.md): for each normal class, train on the images of that class from the
+official train split, score the WHOLE official test split, report AUROC (threshold-free).
+Notebooks call ``run_one_class`` and print its table; ``python -m benchmarks.one_class``
+calls the same function and writes the JSON / markdown results, so the numbers in a
+notebook and in ``benchmarks/results`` come from one code path.
+
+A method is a factory ``make(seed: int, fast: bool) -> Detector``; a detector has
+``fit(train_images) -> self`` and ``score(images) -> Tensor (N,)`` (higher = more
+anomalous). Later notebooks register theirs in ``METHODS``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+from torch import Tensor
+
+from . import config
+from .data import dataset_info, one_class_split
+from .metrics import auprc, auroc
+
+__all__ = ["Detector", "METHODS", "register_method", "ClassResult", "OneClassResults", "evaluate_one_class", "run_one_class"]
+
+
+class Detector(Protocol):
+    def fit(self, train_images: Tensor) -> "Detector": ...
+
+    def score(self, images: Tensor) -> Tensor: ...
+
+
+MethodFactory = Callable[[int, bool], Detector]
+
+
+def _pca(seed: int, fast: bool) -> Detector:
+    from .models.baselines import PCADetector
+
+    return PCADetector(n_components=0.9)
+
+
+def _knn(seed: int, fast: bool) -> Detector:
+    from .models.baselines import KNNDetector
+
+    return KNNDetector(k=5)
+
+
+METHODS: dict[str, MethodFactory] = {
+    "pca": _pca,
+    "knn": _knn,
+}
+
+
+def register_method(name: str, factory: MethodFactory) -> None:
+    """Add a method under ``name`` (lowercase letters, digits and '-')."""
+    if not name or not all(c.isalnum() or c == "-" for c in name) or name != name.lower():
+        raise ValueError(f"method name {name!r} must be lowercase letters, digits and '-'")
+    METHODS[name] = factory
+
+
+def _get_factory(method: str) -> MethodFactory:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[method]
+
+
+@dataclass
+class ClassResult:
+    """One (normal class, seed) run: metrics, timings and the raw test scores."""
+
+    normal_class: int
+    seed: int
+    auroc: float
+    auprc: float
+    train_seconds: float
+    score_seconds: float
+    n_train: int
+    scores: np.ndarray  # (N_test,) float64
+    labels: np.ndarray  # (N_test,) 1 = anomaly
+
+
+@dataclass
+class OneClassResults:
+    """All runs of one method on one dataset."""
+
+    method: str
+    dataset: str
+    source: str
+    runs: list[ClassResult] = field(default_factory=list)
+
+    def auroc_by_class(self) -> dict[int, list[float]]:
+        """{normal class: [AUROC per seed, in seed order]}."""
+        table: dict[int, list[float]] = {}
+        for run in sorted(self.runs, key=lambda r: (r.normal_class, r.seed)):
+            table.setdefault(run.normal_class, []).append(run.auroc)
+        return table
+
+    def mean_auroc(self) -> float:
+        return float(np.mean([np.mean(v) for v in self.auroc_by_class().values()]))
+
+    def run(self, normal_class: int, seed: int | None = None) -> ClassResult:
+        """The run of ``normal_class`` (the first seed unless ``seed`` is given)."""
+        for r in self.runs:
+            if r.normal_class == normal_class and (seed is None or r.seed == seed):
+                return r
+        raise KeyError(f"no run for class {normal_class} seed {seed}")
+
+
+def evaluate_one_class(
+    method: str,
+    dataset: str,
+    normal_class: int,
+    *,
+    seed: int = 0,
+    fast: bool | None = None,
+    n_train: int | None = None,
+    source: str = "auto",
+) -> tuple[ClassResult, str]:
+    """Train ``method`` on one normal class, score the whole test split.
+
+    Returns:
+        (ClassResult, data source).
+    """
+    fast = config.is_fast() if fast is None else fast
+    factory = _get_factory(method)
+    split = one_class_split(dataset, normal_class, seed=seed, n_train=n_train, source=source)
+    config.seed_everything(seed)
+    detector = factory(seed, fast)
+    start = time.perf_counter()
+    detector.fit(split.train_images)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = detector.score(split.test_images).detach().cpu().double().numpy()
+    score_seconds = time.perf_counter() - start
+    labels = split.test_labels.numpy()
+    result = ClassResult(
+        normal_class=int(normal_class),
+        seed=seed,
+        auroc=auroc(scores, labels),
+        auprc=auprc(scores, labels),
+        train_seconds=train_seconds,
+        score_seconds=score_seconds,
+        n_train=len(split.train_images),
+        scores=scores,
+        labels=labels,
+    )
+    return result, split.source
+
+
+def run_one_class(
+    method: str,
+    dataset: str,
+    classes: Iterable[int] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    fast: bool | None = None,
+    n_train: int | None = None,
+    source: str = "auto",
+    progress: bool = True,
+) -> OneClassResults:
+    """Run the one-class protocol for every (class, seed); see the module docstring.
+
+    Args:
+        method: a key of ``METHODS``.
+        dataset: dataset name.
+        classes: normal classes to run (default: all).
+        seeds: one run per seed and class.
+        fast: fast-mode settings of the method (default: ``COURSE_FAST``).
+        n_train: cap on normal training images per class.
+        source: data source (see ``course_utils.data``).
+        progress: show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    _get_factory(method)
+    n_classes = dataset_info(dataset).n_classes
+    classes = list(range(n_classes)) if classes is None else [int(c) for c in classes]
+    if not seeds:
+        raise ValueError("give at least one seed")
+    results = OneClassResults(method=method, dataset=dataset, source="")
+    jobs = [(c, s) for c in classes for s in seeds]
+    for normal_class, seed in tqdm(jobs, desc=f"{method} on {dataset}", disable=not progress, leave=False):
+        run, source_used = evaluate_one_class(
+            method, dataset, normal_class, seed=seed, fast=fast, n_train=n_train, source=source
+        )
+        results.runs.append(run)
+        results.source = source_used
+    return results
