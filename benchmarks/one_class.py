@@ -19,7 +19,7 @@ from course_utils import config
 from course_utils.metrics import summarize_per_class
 from course_utils.protocol import METHODS, OneClassResults, run_one_class
 
-from .report import RESULTS_DIR, environment_info, peak_rss_mb, render_readme, write_json_atomic
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, render_readme, update_main_readme, write_json_atomic
 
 __all__ = ["results_to_record", "merge_records", "main"]
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     write_json_atomic(out, record)
     readme = render_readme(args.out_dir)
+    if args.out_dir.resolve() == RESULTS_DIR.resolve():
+        update_main_readme()
     print(f"{args.method} on {results.dataset}: mean AUROC {record['mean_auroc']:.4f} ± {record['std_auroc']:.4f} "
           f"over {len(record['auroc'])} classes; wrote {out} and {readme}")
     return 0

@@ -18,6 +18,16 @@ from course_utils.metrics import compare_table
 from data_download.core import atomic_write_bytes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+# How the main README names each method, and the notebook that teaches it.
+METHOD_INFO = {
+    "pca": ("PCA reconstruction error (90 % variance)", "00"),
+    "knn": ("5-NN distance in pixel space", "00"),
+    "ae-l2": ("convolutional autoencoder, L2 loss, MSE score", "01"),
+    "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
+}
 
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one
 # class of the official train split, test on the whole test split).
@@ -116,6 +126,38 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
     return out
 
 
+def results_summary_table(results_dir: Path = RESULTS_DIR) -> str:
+    """Markdown table of mean one-class AUROC, one row per method, one column per dataset."""
+    records = _load_records(results_dir)
+    datasets = sorted({r["dataset"] for r in records}, key=lambda d: ("mnist", "fashion-mnist").index(d)
+                      if d in ("mnist", "fashion-mnist") else 99)
+    methods = sorted({r["method"] for r in records}, key=lambda m: (METHOD_INFO.get(m, (m, "99"))[1], m))
+    by_key = {(r["method"], r["dataset"]): r for r in records}
+    header = "| method | " + " | ".join(datasets) + " | notebook |"
+    lines = [header, "|" + "---|" * (len(datasets) + 2)]
+    for method in methods:
+        name, notebook = METHOD_INFO.get(method, (method, "?"))
+        cells = []
+        for dataset in datasets:
+            r = by_key.get((method, dataset))
+            cells.append("-" if r is None else f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}")
+        lines.append(f"| {name} (`{method}`) | " + " | ".join(cells) + f" | {notebook} |")
+    return "\n".join(lines)
+
+
+def update_main_readme(readme: Path = MAIN_README, results_dir: Path = RESULTS_DIR) -> bool:
+    """Replace the block between the results markers of the main README; True if it changed."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the {README_START} / {README_END} markers")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{results_summary_table(results_dir)}\n{README_END}{tail}"
+    if new != text:
+        atomic_write_bytes(readme, new.encode())
+    return new != text
+
+
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values) if values else float("nan")
@@ -123,3 +165,4 @@ def _mean(values) -> float:
 
 if __name__ == "__main__":
     print(render_readme())
+    print("README.md updated" if update_main_readme() else "README.md already up to date")

@@ -135,6 +135,12 @@ def _legend_text(label: str | None, metric: str, value: float) -> str:
     return f"{label} ({metric} = {value:.3f})" if label else f"{metric} = {value:.3f}"
 
 
+def _mark_operating_point(ax: Axes, x: float, y: float, color: str, threshold: float) -> None:
+    """The point a threshold picks on a curve: a large dot in the curve's colour."""
+    ax.plot(x, y, marker="o", markersize=8, color=color, markeredgecolor="black", linestyle="none",
+            label=f"threshold {threshold:.4g}")
+
+
 def roc_curve_plot(
     scores: Any,
     labels: Any,
@@ -167,16 +173,7 @@ def roc_curve_plot(
     if threshold is not None:
         value = _validate_threshold(threshold)
         tp, fp, tn, fn = _counts(scores_array, labels_array, value)
-        ax.plot(
-            fp / (fp + tn),
-            tp / (tp + fn),
-            marker="o",
-            markersize=8,
-            color=curve.get_color(),
-            markeredgecolor="black",
-            linestyle="none",
-            label=f"threshold {value:.4g}",
-        )
+        _mark_operating_point(ax, fp / (fp + tn), tp / (tp + fn), curve.get_color(), value)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
@@ -232,16 +229,7 @@ def pr_curve_plot(
         tp, fp, _, fn = _counts(scores_array, labels_array, value)
         # Nothing predicted anomalous: precision is 0/0; use 1, the curve's end point.
         precision_at = tp / (tp + fp) if tp + fp > 0 else 1.0
-        ax.plot(
-            tp / (tp + fn),
-            precision_at,
-            marker="o",
-            markersize=8,
-            color=curve.get_color(),
-            markeredgecolor="black",
-            linestyle="none",
-            label=f"threshold {value:.4g}",
-        )
+        _mark_operating_point(ax, tp / (tp + fn), precision_at, curve.get_color(), value)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")

@@ -125,3 +125,11 @@ def test_benchmark_cli_writes_json_and_readme(tmp_path, capsys):
     assert "knn" in readme and "## mnist" in readme and "Deep SVDD" in readme
     # the README is a pure function of the JSON files
     assert render_readme(tmp_path).read_text() == readme
+
+
+def test_main_readme_results_table_is_rendered_from_the_json_files():
+    from benchmarks.report import MAIN_README, README_END, README_START, results_summary_table
+
+    text = MAIN_README.read_text()
+    block = text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    assert block == results_summary_table(), "README results are stale: run `python -m benchmarks.report`"
