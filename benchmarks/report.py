@@ -15,7 +15,7 @@ from pathlib import Path
 
 from course_utils.data import dataset_info
 from course_utils.metrics import compare_table
-from data_download.core import atomic_write_bytes
+from course_utils.files import atomic_write_bytes
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"

@@ -33,9 +33,7 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -49,6 +47,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 from tqdm.auto import tqdm
 
 from course_utils import config as course_config
+from course_utils.files import atomic_write
 
 __all__ = [
     "LossFn",
@@ -580,34 +579,7 @@ def save_checkpoint(path: Path, model: nn.Module, history: History | None, confi
         "config": _normalised_config(config),
         "torch_version": str(torch.__version__),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    temp_path = Path(handle.name)
-    try:
-        with handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_path, 0o644)  # NamedTemporaryFile makes 0600 files; a cache may be shared
-        os.replace(temp_path, path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def _describe_keys(keys: Iterable[str], limit: int = 8) -> str:

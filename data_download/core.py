@@ -8,13 +8,14 @@ leaves a half-written or corrupt file where the course would read it.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from course_utils.files import atomic_write_bytes
 
 from .formats import (
     IDX_FILES,
@@ -43,8 +44,6 @@ __all__ = [
 # images per class in the bundled sample, per split
 SAMPLE_PER_CLASS = {"train": 300, "val": 50, "test": 100}
 SAMPLE_SEED = 20_231_123
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -61,23 +60,6 @@ class Report:
 
     def __str__(self) -> str:
         return "\n".join(self.lines + ["WARNING: " + w for w in self.warnings])
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _raw_dir(spec: DatasetSpec, data_dir: Path) -> Path:
