@@ -121,8 +121,9 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (CPU and all GPUs); return a seeded torch Generator.
 
     Seeded runs on the same machine and software give identical numbers on CPU. On GPU,
-    some cuDNN kernels are not deterministic; ``torch.backends.cudnn.benchmark`` is left to
-    the caller (the training loop enables it only when asked for speed).
+    some cuDNN kernels are not deterministic, and ``torch.backends.cudnn.benchmark`` (which
+    picks kernels by timing them) is left off here: code that wants speed over bit-for-bit
+    repeatability turns it on itself and says so.
 
     Args:
         seed: a non-negative integer.
