@@ -48,9 +48,28 @@ def _knn(seed: int, fast: bool) -> Detector:
     return KNNDetector(k=5)
 
 
+def _autoencoder(loss: str, seed: int, fast: bool) -> Detector:
+    """Notebook 01's convolutional autoencoder; each method reports the score matching its
+    loss (ae-l2: mean squared error, ae-ssim: 1 - SSIM)."""
+    from .models.autoencoder import AutoencoderDetector, FAST_SETTINGS, FULL_SETTINGS
+
+    settings = FAST_SETTINGS if fast else FULL_SETTINGS
+    return AutoencoderDetector(loss, seed=seed, **settings)
+
+
+def _ae_l2(seed: int, fast: bool) -> Detector:
+    return _autoencoder("l2", seed, fast)
+
+
+def _ae_ssim(seed: int, fast: bool) -> Detector:
+    return _autoencoder("ssim", seed, fast)
+
+
 METHODS: dict[str, MethodFactory] = {
     "pca": _pca,
     "knn": _knn,
+    "ae-l2": _ae_l2,
+    "ae-ssim": _ae_ssim,
 }
 
 
