@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .files import atomic_write_bytes
+
 __all__ = [
     "BEGIN_SOLUTION",
     "END_SOLUTION",
@@ -177,27 +179,6 @@ def notebook_bytes(notebook: Any) -> bytes:
     return (json.dumps(nb, **_JSON_FORMAT) + "\n").encode("utf-8")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
-    so that a reader never sees a half-written file and an interrupted run leaves the old one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; released notebooks are shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _collect_notebooks(sources: Iterable[str | os.PathLike]) -> list[Path]:
     """Notebook files named directly, plus the ``*.ipynb`` files of named folders (not recursive)."""
     paths: list[Path] = []
@@ -254,7 +235,8 @@ def check_source_notebook(notebook: Any, name: str = "notebook") -> list[Exercis
                 problems.append(f"{where}: {error}")
         has_markers = any(marker in text for marker in _MARKERS)
         if has_markers and cell.get("cell_type") != "code":
-            problems.append(f"{where}: exercise markers in a {cell.get('cell_type')} cell (only code cells are supported)")
+            problems.append(f"{where}: exercise markers in a {cell.get('cell_type')} cell "
+                            "(only code cells are supported)")
         elif BEGIN_SOLUTION in text and not meta.get("solution"):
             problems.append(f"{where}: '{BEGIN_SOLUTION}' in a cell without nbgrader `solution: true`; "
                             "the grader would not know this exercise")
@@ -364,10 +346,11 @@ def release(sources: Iterable[str | os.PathLike], out_dir: str | os.PathLike) ->
     for path in paths:
         target = out_dir / path.name
         if target.resolve() in resolved_sources:
-            raise ValueError(f"{target}: releasing there would overwrite a solution notebook; choose another --out folder")
+            raise ValueError(f"{target}: releasing there would overwrite a solution notebook; "
+                             "choose another --out folder")
         versions.append((target, notebook_bytes(student_version(_load_source(path), str(path)))))
     for target, data in versions:
-        _atomic_write(target, data)
+        atomic_write_bytes(target, data)
     return [target for target, _ in versions]
 
 
@@ -529,7 +512,8 @@ def _error_message(ename: Any, evalue: Any, traceback: Any) -> str:
     if ename == "ExerciseCheckError" and evalue:
         message = evalue
     else:
-        lines = [line.strip() for line in _ANSI.sub("", "\n".join(map(str, traceback or []))).splitlines() if line.strip()]
+        text = _ANSI.sub("", "\n".join(map(str, traceback or [])))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         message = lines[-1] if lines else (f"{ename}: {evalue}" if evalue else ename)
         if not message.startswith(ename):
             message = f"{ename}: {message}"
@@ -578,6 +562,8 @@ async def _run_cell(client: Any, cell: Any, index: int, timeout: int, replies: d
     try:
         await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
     except DeadKernelError:
+        if await ensure_async(client.km.is_alive()):  # nbclient reports a cancelled wait (Ctrl-C) this way
+            raise asyncio.CancelledError() from None
         return (_CellRun(False, "DeadKernelError: the kernel died while running this cell (the Python process "
                                 "exited or crashed: os._exit(), a segfault, or out of memory)"),
                 ("kernel died", "the kernel died"))
@@ -613,28 +599,46 @@ async def _execute(notebook: Any, cwd: Path, *, timeout: int, env: dict, kernel_
                             interrupt_on_timeout=False, record_timing=False, shutdown_kernel="immediate",
                             resources={"metadata": {"path": str(cwd)}}, on_cell_executed=on_cell_executed)
     result = _Execution()
-    started = finished = False
-    try:
-        with open(cwd / "kernel.log", "wb") as log:
-            async with client.async_setup_kernel(env=env, stdout=log, stderr=log):
-                started = True
-                for index, cell in enumerate(notebook.cells):
-                    if cell.cell_type == "code":
-                        result.runs[index], stop = await _run_cell(client, cell, index, timeout, replies)
-                        if stop:
-                            result.status, result.stopped = stop
-                            break
-                finished = True
-    except Exception as error:  # the kernel did not start, or failed between cells
-        if finished:  # only shutting the kernel down failed: every cell has its result
-            pass
-        elif not started:
+    with open(cwd / "kernel.log", "wb") as log:
+        # nbclient's setup_kernel() is not used: it turns Ctrl-C into "shut the kernel down",
+        # which would record a dead kernel for this student and go on with the next one
+        client.km = client.create_kernel_manager()
+        try:
+            await client.async_start_new_kernel(env=env, stdout=log, stderr=log)
+            await client.async_start_new_kernel_client()
+        except Exception as error:
+            await _shutdown(client)
             result.status = "grader error"
             result.stopped = f"the grader could not start a kernel ({type(error).__name__}: {error})"
-        elif not result.stopped:
+            return result
+        try:
+            for index, cell in enumerate(notebook.cells):
+                if cell.cell_type == "code":
+                    result.runs[index], stop = await _run_cell(client, cell, index, timeout, replies)
+                    if stop:
+                        result.status, result.stopped = stop
+                        break
+        except Exception as error:  # anything else that broke the connection to the kernel
             result.status = "kernel died"
             result.stopped = f"the kernel failed ({type(error).__name__}: {error})"
+        finally:
+            await _shutdown(client)
     return result
+
+
+async def _shutdown(client: Any) -> None:
+    """Stop the kernel now and release its ports and files; never raises."""
+    from nbclient.util import ensure_async
+
+    try:
+        if client.kc is not None:
+            await ensure_async(client.kc.stop_channels())
+        if client.km is not None and client.km.has_kernel:
+            await ensure_async(client.km.shutdown_kernel(now=True))
+    except Exception:  # already gone
+        pass
+    finally:
+        client.kc = None
 
 
 def _run_coroutine(factory: Any) -> Any:
@@ -703,7 +707,7 @@ def grade_submission(source: Any, submission: str | os.PathLike, *, student: str
     node = nbformat.from_dict(notebook)
     execution = _run_coroutine(lambda: _execute(node, work_dir, timeout=int(timeout),
                                                 env=kernel_env(work_dir, fast=fast), kernel_name=kernel_name))
-    _atomic_write(work_dir / submission.name, notebook_bytes(node))
+    atomic_write_bytes(work_dir / submission.name, notebook_bytes(node))
     grade.status = execution.status
     if execution.stopped:
         grade.notes.append(f"the cells after that were not run: {execution.stopped}")
@@ -891,11 +895,11 @@ def grade(sources: Iterable[str | os.PathLike], submissions_dir: str | os.PathLi
         if temporary is not None:
             temporary.cleanup()
 
-    _atomic_write(Path(out_csv), _csv_bytes(grades, _exercise_columns(sources_by_name)))
+    atomic_write_bytes(Path(out_csv), _csv_bytes(grades, _exercise_columns(sources_by_name)))
     if feedback_dir is not None:
         for student in found:
             mine = [g for g in grades if g.student == student]
-            _atomic_write(Path(feedback_dir) / f"{student}.md",
+            atomic_write_bytes(Path(feedback_dir) / f"{student}.md",
                           _feedback_markdown(student, mine, warnings.get(student, []), int(timeout)).encode("utf-8"))
     return grades
 
@@ -934,7 +938,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} ({len(grades)} rows)" + (f" and feedback in {args.feedback_dir}" if args.feedback_dir else ""))
+    except KeyboardInterrupt:
+        print("interrupted: no grade table was written", file=sys.stderr)
+        return 130
+    feedback = f" and feedback in {args.feedback_dir}" if args.feedback_dir else ""
+    print(f"wrote {args.out} ({len(grades)} rows){feedback}")
     failed = [f"{g.student}/{g.notebook}" for g in grades if g.status == "grader error"]
     if failed:
         print(f"error: the grader itself failed for {', '.join(failed)} (see the notes column); grade them again",

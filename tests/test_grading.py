@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +60,10 @@ def test_release_of_notebook_00_is_a_clean_student_version(tmp_path):
 
 
 def test_release_twice_gives_identical_bytes(tmp_path):
-    first = grading.release([NOTEBOOK_00.parent], tmp_path / "a")
+    folder = tmp_path / "notebooks"  # a folder as SRC (only notebook 00: the others are not this test's business)
+    folder.mkdir()
+    (folder / NOTEBOOK_00.name).write_bytes(NOTEBOOK_00.read_bytes())
+    first = grading.release([folder], tmp_path / "a")
     second = grading.release([NOTEBOOK_00], tmp_path / "b")
     again = grading.release([NOTEBOOK_00], tmp_path / "b")
     name = NOTEBOOK_00.name
@@ -134,7 +136,8 @@ def synthetic_source() -> dict:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Synthetic exercises"),
-        _code("import numpy as np\nfrom course_utils import checks\nfrom course_utils.checks import ExerciseCheckError"),
+        _code("import numpy as np\nfrom course_utils import checks\n"
+              "from course_utils.checks import ExerciseCheckError"),
         _code("DATA = [1, 2, 3]", grade_id="given-data", locked=True),
         _code(f"def double(x):\n    {grading.BEGIN_SOLUTION}\n    return 2 * x\n    {grading.END_SOLUTION}\n",
               grade_id="ex-double", solution=True),
@@ -163,7 +166,8 @@ def synthetic_source() -> dict:
 
 
 def _index(nb: dict, grade_id: str) -> int:
-    return next(i for i, c in enumerate(nb["cells"]) if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
+    return next(i for i, c in enumerate(nb["cells"])
+                if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id)
 
 
 def _answer(nb: dict, grade_id: str, source: str) -> None:
@@ -297,7 +301,8 @@ def test_csv_columns_and_statuses(graded):
     rows = graded["rows"]
     assert rows["correct"]["status"] == "graded" and rows["correct"]["notes"] == ""
     assert rows["missing"]["status"] == "missing"
-    assert rows["invalid_json"]["status"] == "invalid notebook" and "not a readable notebook" in rows["invalid_json"]["notes"]
+    assert rows["invalid_json"]["status"] == "invalid notebook"
+    assert "not a readable notebook" in rows["invalid_json"]["notes"]
     assert rows["dead_kernel"]["status"] == "kernel died"
     assert rows["loop"]["status"] == "graded" and "TimeoutError" in rows["loop"]["notes"]
     assert rows["stubborn_loop"]["status"] == "timeout: kernel killed"
@@ -331,7 +336,8 @@ def test_student_code_runs_only_in_the_kernel(graded):
     assert not (graded["cwd"] / "marker.txt").exists()
     assert not (graded["source_dir"] / "marker.txt").exists()
     executed = nbformat.read(kernel_dir / NAME, as_version=4)
-    assert any("✓ double" in out.get("text", "") for c in executed.cells if c.cell_type == "code" for out in c.outputs)
+    outputs = [out.get("text", "") for c in executed.cells if c.cell_type == "code" for out in c.outputs]
+    assert any("✓ double" in text for text in outputs)
     # the grader process survived os._exit(1) in a kernel and went on with the next students
     assert graded["rows"]["invalid_json"]["status"] == "invalid notebook"  # comes after dead_kernel
     assert graded["rows"]["wrong"]["total"] == "2"
@@ -350,7 +356,8 @@ def test_notebook_00_stub_scores_0_and_solution_scores_4(tmp_path):
     source_dir = tmp_path / "source"
     source_dir.mkdir()
     source = source_dir / NOTEBOOK_00.name
-    source.write_text(json.dumps(_exercises_only(json.loads(NOTEBOOK_00.read_text(encoding="utf-8")))), encoding="utf-8")
+    trimmed = _exercises_only(json.loads(NOTEBOOK_00.read_text(encoding="utf-8")))
+    source.write_text(json.dumps(trimmed), encoding="utf-8")
     (released,) = grading.release([source], tmp_path / "release")
     for student, path in (("stub", released), ("solution", source)):
         (tmp_path / "submitted" / student).mkdir(parents=True)
