@@ -28,6 +28,7 @@ from torch import Tensor
 
 from data_download.formats import (
     IDX_FILES,
+    DataFormatError,
     DatasetSpec,
     get_spec,
     medmnist_filename,
@@ -161,14 +162,15 @@ def load_dataset(name: str, split: str = "train", *, source: str = "auto", size:
 
 def _resolve_arrays(spec: DatasetSpec, split: str, source: str, size: int) -> tuple[np.ndarray, np.ndarray, str, str]:
     """Follow the resolution order of DESIGN.md; return (images uint8, labels, source, note)."""
-    if source == "sample" or (source == "auto" and config.is_fast()):
+    # the sample is 28 px only: other sizes always need a local copy or a download
+    if source == "sample" or (source == "auto" and config.is_fast() and size == 28):
         return (*_read_sample(spec, split, size), "sample", "bundled sample")
     local_dir = config.data_dir()
     if not _full_copy_present(spec, local_dir, size):
         error = _try_download(spec, local_dir, size)
         if error is not None:
             instructions = _how_to_get(spec, local_dir, size)
-            if source == "full":
+            if source == "full" or size != 28:
                 raise FileNotFoundError(f"{spec.name} ({size} px) is not in {local_dir} and could not be downloaded "
                                         f"({error}).\n{instructions}")
             message = (
@@ -179,7 +181,13 @@ def _resolve_arrays(spec: DatasetSpec, split: str, source: str, size: int) -> tu
             print(message)
             warnings.warn(f"{spec.name}: using the bundled sample ({error})", SampleDataWarning, stacklevel=3)
             return (*_read_sample(spec, split, size), "sample", "sample fallback: " + str(error))
-    images, labels, note = _read_full(spec.name, split, str(local_dir), size)
+    try:
+        images, labels, note = _read_full(spec.name, split, str(local_dir), size)
+    except DataFormatError as err:
+        raise DataFormatError(
+            f"{err}\nFix: `python -m data_download {spec.name} --verify` removes corrupt files; then fetch them "
+            f"again ({_how_to_get(spec, local_dir, size)[5:]})"
+        ) from err
     return images, labels, ("partial" if note else "full"), note
 
 
@@ -249,7 +257,10 @@ def _read_full_cached(name: str, split: str, root: str, size: int, stamp: tuple)
             warnings.warn(note, UserWarning, stacklevel=4)
         return images, labels.astype(np.int64), note
     arrays, problems = parse_medmnist_npz(root_path / medmnist_filename(spec.name, size), spec, size)
-    return arrays[f"{split}_images"], arrays[f"{split}_labels"], "; ".join(problems)
+    note = "; ".join(problems)
+    if note:
+        warnings.warn(f"{spec.name}: PARTIAL or non-official copy: {note}", UserWarning, stacklevel=4)
+    return arrays[f"{split}_images"], arrays[f"{split}_labels"], note
 
 
 def sample_path(name: str) -> Path:
@@ -312,7 +323,7 @@ def one_class_split(
     normal = _as_class_tuple(normal_classes, spec, "normal_classes")
     if len(normal) == spec.n_classes:
         raise ValueError("every class is normal: leave at least one class out as the anomaly")
-    if not 0.0 <= contamination:
+    if not (math.isfinite(contamination) and contamination >= 0.0):
         raise ValueError(f"contamination must be >= 0, got {contamination}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")

@@ -262,7 +262,10 @@ def parse_medmnist_npz(path: Path, spec: DatasetSpec, size: int = 28) -> tuple[d
     arrays: dict[str, np.ndarray] = {}
     warnings: list[str] = []
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a plain .npy array saved under an .npz name
+            raise DataFormatError(f"{path}: holds a single array, not an npz archive with {spec.name}'s splits")
+        with loaded as npz:
             for split in spec.splits:
                 for part in ("images", "labels"):
                     key = f"{split}_{part}"
