@@ -12,7 +12,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["check_auroc_from_ranks", "check_threshold_from_normals", "ExerciseCheckError"]
+__all__ = [
+    "check_auroc_from_ranks",
+    "check_threshold_from_normals",
+    "check_ssim_training_step",
+    "check_pixel_auroc",
+    "ExerciseCheckError",
+]
 
 
 class ExerciseCheckError(AssertionError):
@@ -112,4 +118,104 @@ def check_threshold_from_normals(fn: Callable[[np.ndarray, float], float], *, hi
                   f"your threshold flags {flagged:.1%} of the normal images, the target is {fpr:.0%}: "
                   "use the (1 - target_fpr) quantile of the normal scores")
     print(f"✓ {exercise}: all {len(_threshold_cases(hidden))} cases flag the target fraction of normals")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: SSIM loss training step (notebook 01)
+def _ssim_step_cases(hidden: bool) -> list[tuple[str, int, int, str]]:
+    """(case, image side, batch size, optimiser)."""
+    cases = [("SGD step on 8 images of 28 px", 28, 8, "sgd")]
+    if hidden:
+        cases += [("Adam step on 5 images of 32 px", 32, 5, "adam"), ("SGD step on 1 image", 28, 1, "sgd")]
+    return cases
+
+
+def check_ssim_training_step(fn: Callable, *, hidden: bool = False) -> bool:
+    """Check ``fn(model, optimizer, batch) -> float``: one gradient step on the SSIM loss.
+
+    The step must compute ``loss = 1 - pytorch_msssim.ssim(model(batch), batch,
+    data_range=1)`` (window 11, sigma 1.5: the defaults), back-propagate it, update the
+    parameters with ``optimizer`` and return the loss before the update as a float. The
+    check runs the same step on a copy of the model and compares the returned loss and
+    the updated weights.
+    """
+    import copy
+
+    import torch
+    from pytorch_msssim import ssim
+
+    from .models.autoencoder import ConvAutoencoder
+
+    exercise = "ssim-training-step"
+    for case, side, n, opt_name in _ssim_step_cases(hidden):
+        torch.manual_seed(side * 100 + n)
+        model = ConvAutoencoder(latent_dim=4, width=4, image_size=side)
+        model.train()
+        reference = copy.deepcopy(model)
+        gen = torch.Generator().manual_seed(n)
+        batch = torch.nn.functional.avg_pool2d(torch.rand(n, 1, side, side, generator=gen), 3, 1, 1)
+
+        def make_opt(params):
+            return torch.optim.SGD(params, lr=0.5) if opt_name == "sgd" else torch.optim.Adam(params, lr=1e-2)
+
+        ref_opt = make_opt(reference.parameters())
+        ref_opt.zero_grad()
+        ref_loss = 1 - ssim(reference(batch), batch, data_range=1.0)
+        ref_loss.backward()
+        ref_opt.step()
+
+        found = _as_float(exercise, _call(exercise, fn, model, make_opt(model.parameters()), batch.clone()))
+        expected = float(ref_loss)
+        if not np.isfinite(found) or abs(found - expected) > 1e-4:
+            hint = "use 1 - ssim(x_hat, x, data_range=1.0): pytorch_msssim assumes data_range=255 by default"
+            if np.isfinite(found) and abs(found - (1 - expected)) < 1e-4:
+                hint = "return the loss 1 - SSIM, not the SSIM itself"
+            _fail(exercise, f"{case}: returned loss", round(expected, 6), found, hint)
+        for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+            if not torch.allclose(p, q, atol=1e-5):
+                _fail(exercise, f"{case}: parameter {name} after the step", "the reference update", "other values",
+                      "zero the gradients, call loss.backward() and optimizer.step() exactly once")
+    print(f"✓ {exercise}: loss and update agree with the reference in all {len(_ssim_step_cases(hidden))} cases")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: pixel-level AUROC (notebook 01)
+def _pixel_auroc_cases(hidden: bool) -> list[tuple[str, Any, Any]]:
+    import torch
+
+    rng = np.random.default_rng(21 if not hidden else 8765)
+    masks = rng.random((6, 1, 8, 8)) < 0.1
+    masks[0, 0, 0, 0] = True
+    maps = rng.random((6, 1, 8, 8)) + 0.5 * masks
+    cases: list[tuple[str, Any, Any]] = [("numpy maps (6, 1, 8, 8), boolean masks", maps, masks)]
+    if hidden:
+        tmask = torch.from_numpy(rng.random((4, 1, 28, 28)) < 0.02)
+        tmask[0, 0, 3, 3] = True
+        tmap = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3)) + tmask.float()
+        cases += [
+            ("torch maps with torch bool masks", tmap, tmask),
+            ("maps that rank the defect lowest", -maps, masks),
+            ("ties everywhere", np.round(maps, 1), masks.astype(np.int64)),
+        ]
+    return cases
+
+
+def check_pixel_auroc(fn: Callable[[Any, Any], float], *, hidden: bool = False) -> bool:
+    """Check ``fn(anomaly_maps, masks) -> float``: AUROC over all pixels of all images.
+
+    Every pixel is one sample: its map value is the score, its mask value (True = defect)
+    the label. The reference is scikit-learn's ``roc_auc_score`` on the flattened arrays.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    exercise = "pixel-auroc"
+    for case, maps, masks in _pixel_auroc_cases(hidden):
+        flat_maps = np.asarray(maps, dtype=np.float64).reshape(-1)
+        flat_masks = np.asarray(masks).reshape(-1).astype(int)
+        expected = float(roc_auc_score(flat_masks, flat_maps))
+        found = _as_float(exercise, _call(exercise, fn, maps, masks))
+        if not np.isfinite(found) or abs(found - expected) > 1e-9:
+            _fail(exercise, case, round(expected, 6), found,
+                  "flatten both to one value per pixel (reshape(-1)), masks as 0 / 1 labels, then metrics.auroc")
+    print(f"✓ {exercise}: all {len(_pixel_auroc_cases(hidden))} cases agree with scikit-learn")
     return True

@@ -237,3 +237,12 @@ def test_methods_are_registered():
         det = METHODS[name](0, True)
         assert isinstance(det, AutoencoderDetector)
         assert (det.loss, det.score_kind) == (loss, score)
+
+
+def test_training_works_when_the_last_batch_has_one_image():
+    """Batch norm must not fail on a last batch of one image (N = 65, batch 64)."""
+    x = _images(65)
+    det = AutoencoderDetector("l2", latent_dim=4, width=4, epochs=1, batch_size=64, device="cpu", cache=False)
+    det.fit(x)
+    assert det.history.epochs_run == 1
+    assert det.score(x[:1]).shape == (1,)

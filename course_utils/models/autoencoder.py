@@ -103,20 +103,21 @@ class ConvAutoencoder(nn.Module):
         self.batchnorm = batchnorm
         w, k = width, image_size // 4  # k: side of the map before the bottleneck (7 for 28 px)
 
-        def block(conv: nn.Module, channels: int) -> list[nn.Module]:
-            # conv -> (batch norm) -> LeakyReLU(0.2)
-            return [conv, *([nn.BatchNorm2d(channels)] if batchnorm else []), nn.LeakyReLU(0.2)]
+        def block(conv: nn.Module, channels: int, norm: bool = True) -> list[nn.Module]:
+            # conv -> (batch norm) -> LeakyReLU(0.2). No batch norm on the 1 x 1 maps next to the
+            # bottleneck: there a batch of one image has one value per channel and BN fails.
+            return [conv, *([nn.BatchNorm2d(channels)] if batchnorm and norm else []), nn.LeakyReLU(0.2)]
 
         self.encoder = nn.Sequential(
             *block(nn.Conv2d(in_channels, w, 4, stride=2, padding=1), w),
             *block(nn.Conv2d(w, w, 3, padding=1), w),
             *block(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), 2 * w),
             *block(nn.Conv2d(2 * w, 2 * w, 3, padding=1), 2 * w),
-            *block(nn.Conv2d(2 * w, 4 * w, k), 4 * w),
+            *block(nn.Conv2d(2 * w, 4 * w, k), 4 * w, norm=False),
             nn.Conv2d(4 * w, latent_dim, 1),  # linear bottleneck, 1 x 1 x d
         )
         self.decoder = nn.Sequential(
-            *block(nn.ConvTranspose2d(latent_dim, 4 * w, 1), 4 * w),
+            *block(nn.ConvTranspose2d(latent_dim, 4 * w, 1), 4 * w, norm=False),
             *block(nn.ConvTranspose2d(4 * w, 2 * w, k), 2 * w),
             *block(nn.Conv2d(2 * w, 2 * w, 3, padding=1), 2 * w),
             *block(nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1), w),
@@ -365,7 +366,7 @@ class AutoencoderDetector:
     def config(self, train_images: Tensor) -> dict:
         """The checkpoint-cache config: everything that determines the trained weights."""
         return {
-            "model": "ConvAutoencoder-v1",
+            "model": "ConvAutoencoder-v2",
             "batchnorm": True,
             "loss": self.loss,
             "latent_dim": self.latent_dim,
