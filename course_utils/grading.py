@@ -709,7 +709,9 @@ def grade_submission(source: Any, submission: str | os.PathLike, *, student: str
                                                 env=kernel_env(work_dir, fast=fast), kernel_name=kernel_name))
     atomic_write_bytes(work_dir / submission.name, notebook_bytes(node))
     grade.status = execution.status
-    if execution.stopped:
+    if execution.status == "grader error":
+        grade.notes.append(f"{execution.stopped}; nothing was run: grade this notebook again")
+    elif execution.stopped:
         grade.notes.append(f"the cells after that were not run: {execution.stopped}")
 
     position = {_grade_id(cell): i for i, cell in enumerate(notebook["cells"]) if _grade_id(cell)}
@@ -871,7 +873,8 @@ def grade(sources: Iterable[str | os.PathLike], submissions_dir: str | os.PathLi
     for warning in warnings.get("", []):
         print(f"warning: {warning}", file=log)
 
-    temporary = tempfile.TemporaryDirectory(prefix="course-grading-") if work_dir is None else None
+    temporary = (tempfile.TemporaryDirectory(prefix="course-grading-", ignore_cleanup_errors=True)
+                 if work_dir is None else None)
     base = Path(temporary.name if temporary else work_dir)
     grades: list[NotebookGrade] = []
     n_total, n_done = len(found) * len(sources_by_name), 0
