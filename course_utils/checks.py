@@ -17,6 +17,8 @@ __all__ = [
     "check_threshold_from_normals",
     "check_ssim_training_step",
     "check_pixel_auroc",
+    "check_aeflow_score",
+    "check_val_threshold_best_f1",
     "ExerciseCheckError",
 ]
 
@@ -165,7 +167,7 @@ def check_ssim_training_step(fn: Callable, *, hidden: bool = False) -> bool:
         ref_opt.step()
 
         found = _as_float(exercise, _call(exercise, fn, model, make_opt(model.parameters()), batch.clone()))
-        expected = float(ref_loss)
+        expected = ref_loss.item()
         if not np.isfinite(found) or abs(found - expected) > 1e-4:
             hint = "use 1 - ssim(x_hat, x, data_range=1.0): pytorch_msssim assumes data_range=255 by default"
             if np.isfinite(found) and abs(found - (1 - expected)) < 1e-4:
@@ -218,4 +220,94 @@ def check_pixel_auroc(fn: Callable[[Any, Any], float], *, hidden: bool = False) 
             _fail(exercise, case, round(expected, 6), found,
                   "flatten both to one value per pixel (reshape(-1)), masks as 0 / 1 labels, then metrics.auroc")
     print(f"✓ {exercise}: all {len(_pixel_auroc_cases(hidden))} cases agree with scikit-learn")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: the AE-FLOW anomaly score
+def _aeflow_score_cases(hidden: bool) -> list[tuple[str, Any, Any, float]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(5 if not hidden else 2024)
+    cases = [
+        ("z' = 0, perfect SSIM, beta 0.9", torch.zeros(2, 4, 3, 3), torch.ones(2), 0.9),
+        ("random z', beta 0.9", torch.randn(5, 8, 4, 4, generator=gen), torch.rand(5, generator=gen), 0.9),
+        ("random z', beta 0.5", 2 * torch.randn(3, 16, 2, 2, generator=gen), torch.rand(3, generator=gen), 0.5),
+    ]
+    if hidden:
+        cases += [
+            ("beta 0: reconstruction only", torch.randn(4, 2, 5, 5, generator=gen), torch.rand(4, generator=gen), 0.0),
+            ("beta 1: flow only, non-square map", torch.randn(3, 6, 2, 7, generator=gen), torch.rand(3, generator=gen), 1.0),
+            ("negative SSIM", torch.randn(2, 4, 4, 4, generator=gen), torch.tensor([-0.2, 0.3]), 0.9),
+        ]
+    return cases
+
+
+def check_aeflow_score(fn: Callable[[Any, Any, float], Any], *, hidden: bool = False) -> bool:
+    """Check ``fn(z_prime, ssim, beta) -> scores`` (one per image), the AE-FLOW score of notebook 04.
+
+    Expected: S = beta * S_flow + (1 - beta) * S_recon with S_flow = mean over (C, H, W) of z'^2 / 2
+    plus log(2 pi) / 2 (the negative log-density of z' under N(0, I), per dimension) and
+    S_recon = 1 - SSIM(x, x'); agreement to 1e-5.
+    """
+    import math
+
+    import torch
+
+    exercise = "aeflow-score"
+    for case, z, ssim, beta in _aeflow_score_cases(hidden):
+        found = _call(exercise, fn, z.clone(), ssim.clone(), beta)
+        found_array = np.asarray(found.detach().cpu() if hasattr(found, "detach") else found, dtype=np.float64)
+        s_flow = 0.5 * z.double().square().flatten(1).mean(1) + 0.5 * math.log(2 * math.pi)
+        expected = (beta * s_flow + (1 - beta) * (1 - ssim.double())).numpy()
+        if found_array.shape != expected.shape:
+            _fail(exercise, case, f"one score per image, shape {expected.shape}", f"shape {found_array.shape}",
+                  "average z'^2 over channels, height and width (dims 1, 2, 3), not over the batch")
+        if not np.allclose(found_array, expected, atol=1e-5, rtol=1e-5):
+            _fail(exercise, case, np.round(expected, 5).tolist(), np.round(found_array, 5).tolist(),
+                  "S_flow = mean(z'^2) / 2 + log(2 pi) / 2 per image; S_recon = 1 - SSIM; S = beta S_flow + (1 - beta) S_recon")
+    print(f"✓ {exercise}: all {len(_aeflow_score_cases(hidden))} cases agree with the reference")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: best-F1 threshold on val
+def _f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    predicted = scores >= threshold
+    tp = int(np.sum(predicted & (labels == 1)))
+    fp = int(np.sum(predicted & (labels == 0)))
+    fn = int(np.sum(~predicted & (labels == 1)))
+    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0
+
+
+def _best_f1_cases(hidden: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(3 if not hidden else 777)
+    labels = (rng.random(300) < 0.6).astype(int)
+    cases = [
+        ("separable", np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), np.array([0, 0, 0, 1, 1, 1])),
+        ("overlapping, 300 images", rng.normal(size=300) + 1.5 * labels, labels),
+    ]
+    if hidden:
+        labels2 = (rng.random(500) < 0.3).astype(int)
+        cases += [
+            ("ties", np.round(rng.normal(size=500) + labels2, 1), labels2),
+            ("reversed score", -np.arange(10.0), np.array([1] * 5 + [0] * 5)),
+        ]
+    return cases
+
+
+def check_val_threshold_best_f1(fn: Callable[[np.ndarray, np.ndarray], float], *, hidden: bool = False) -> bool:
+    """Check ``fn(val_scores, val_labels) -> threshold``: predicting ``score >= threshold`` as anomalous
+    must reach the best F1 achievable on the validation split (compared with
+    ``course_utils.metrics.threshold_best_f1``; any threshold with the same F1 is accepted)."""
+    from course_utils.metrics import threshold_best_f1
+
+    exercise = "val-threshold-best-f1"
+    for case, scores, labels in _best_f1_cases(hidden):
+        found = _as_float(exercise, _call(exercise, fn, scores.copy(), labels.copy()))
+        best = _f1_at(scores, labels, threshold_best_f1(scores, labels))
+        got = _f1_at(scores, labels, found) if np.isfinite(found) else float("nan")
+        if not np.isfinite(got) or got < best - 1e-12:
+            _fail(exercise, case, f"a threshold with F1 = {best:.4f}", f"threshold {found!r} with F1 = {got:.4f}",
+                  "try every distinct validation score as the threshold t (predict anomaly for score >= t) "
+                  "and keep the one with the highest F1 = 2 TP / (2 TP + FP + FN)")
+    print(f"✓ {exercise}: all {len(_best_f1_cases(hidden))} cases reach the best validation F1")
     return True
