@@ -182,3 +182,20 @@ def test_weights_download_failure_falls_back_to_reduced(download_fails, capsys):
     assert "FALLING BACK" in message and "offline" in message
     assert "FALLING BACK" in capsys.readouterr().out
     assert resolve_config(AEFlowConfig.full(weights=None)) == (AEFlowConfig.full(weights=None), "")
+
+
+def test_benchmark_runs_in_fast_mode_and_gpu_mode_refuses_without_cuda(tmp_path, monkeypatch, capsys):
+    import json
+
+    from benchmarks import aeflow as bench
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    assert bench.main(["--seeds", "0", "--source", "sample", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "aeflow__pneumoniamnist.json").read_text())
+    assert record["protocol"] == "normal-vs-pneumonia" and record["fast_mode"] is True
+    assert record["runs"][0]["selected_variant"] in aeflow.SELECTABLE_VARIANTS
+    assert 0.0 <= record["mean_auroc"] <= 1.0 and "Youden" in bench.render_markdown(record)
+    if not torch.cuda.is_available():
+        assert bench.main(["--gpu", "--out-dir", str(tmp_path / "gpu")]) == 2
+        assert "No CUDA GPU" in capsys.readouterr().out
+        assert not (tmp_path / "gpu").exists()
