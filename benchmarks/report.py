@@ -121,6 +121,13 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         machines = sorted({r.get("machine", "?") for r in group})
         lines.append("Machine: " + "; ".join(machines))
         lines.append("")
+    # measurements with their own protocol (DESIGN.md: one JSON each, rendered here too)
+    from benchmarks.aeflow import render_markdown as render_aeflow  # lazy: benchmarks.aeflow imports this module
+
+    for path in sorted(results_dir.glob("aeflow*__*.json")):
+        record = json.loads(path.read_text())
+        if record.get("protocol") == "normal-vs-pneumonia":
+            lines += [render_aeflow(record), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out
