@@ -147,7 +147,12 @@ def results_summary_table(results_dir: Path = RESULTS_DIR) -> str:
         cells = []
         for dataset in datasets:
             r = by_key.get((method, dataset))
-            cells.append("-" if r is None else f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}")
+            if r is None:
+                cells.append("-")
+            elif len(r["seeds"]) == 1:  # no spread to report: say so rather than print ± 0.000
+                cells.append(f"{r['mean_auroc']:.3f} (seed {r['seeds'][0]} only)")
+            else:
+                cells.append(f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}")
         lines.append(f"| {name} (`{method}`) | " + " | ".join(cells) + f" | {notebook} |")
     return "\n".join(lines)
 
