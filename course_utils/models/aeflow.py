@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from .. import config as course_config
 from ..data import _check_images
+from ..metrics import _as_1d_float, _check_finite
 
 __all__ = [
     "AEFlowConfig",
@@ -513,11 +514,9 @@ def recon_score(x: Tensor, x_hat: Tensor, kind: str = "ssim") -> Tensor:
 
 
 def _as_float_array(values: Any, name: str) -> np.ndarray:
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be a finite 1-D array of one score per image, got shape {array.shape}")
+    """One finite float64 score per image, (N,): the conversion and checks of ``course_utils.metrics``."""
+    array = _as_1d_float(values, name)
+    _check_finite(array, name)
     return array
 
 
