@@ -9,6 +9,12 @@ notebook and in ``benchmarks/results`` come from one code path.
 A method is a factory ``make(seed: int, fast: bool) -> Detector``; a detector has
 ``fit(train_images) -> self`` and ``score(images) -> Tensor (N,)`` (higher = more
 anomalous). Later notebooks register theirs in ``METHODS``.
+
+A detector that can compute several image scores from one pass (for example the
+autoencoder's MSE and 1 - SSIM from one reconstruction) may also offer
+``scores(images) -> dict[str, Tensor (N,)]``; the runner then keeps all of them in
+``ClassResult.scores_by_kind``, so a notebook can compare scores without training, loading
+or reconstructing again. The method's own score is still ``score(images)``.
 """
 
 from __future__ import annotations
@@ -99,6 +105,15 @@ class ClassResult:
     n_train: int
     scores: np.ndarray  # (N_test,) float64
     labels: np.ndarray  # (N_test,) 1 = anomaly
+    # every score the detector's optional ``scores()`` returns, {kind: (N_test,) float64}
+    scores_by_kind: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def auroc_of(self, kind: str) -> float:
+        """AUROC of another score kind of the same fitted model (see ``scores_by_kind``)."""
+        if kind not in self.scores_by_kind:
+            known = ", ".join(sorted(self.scores_by_kind)) or "none (the detector has no scores() method)"
+            raise KeyError(f"no score {kind!r} for class {self.normal_class}; known: {known}")
+        return auroc(self.scores_by_kind[kind], self.labels)
 
 
 @dataclass
@@ -154,6 +169,9 @@ def evaluate_one_class(
     start = time.perf_counter()
     scores = detector.score(split.test_images).detach().cpu().double().numpy()
     score_seconds = time.perf_counter() - start
+    by_kind: dict[str, np.ndarray] = {}
+    if callable(getattr(detector, "scores", None)):
+        by_kind = {k: v.detach().cpu().double().numpy() for k, v in detector.scores(split.test_images).items()}
     labels = split.test_labels.numpy()
     result = ClassResult(
         normal_class=int(normal_class),
@@ -165,6 +183,7 @@ def evaluate_one_class(
         n_train=len(split.train_images),
         scores=scores,
         labels=labels,
+        scores_by_kind=by_kind,
     )
     return result, split.source
 

@@ -133,3 +133,36 @@ def test_main_readme_results_table_is_rendered_from_the_json_files():
     text = MAIN_README.read_text()
     block = text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
     assert block == results_summary_table(), "README results are stale: run `python -m benchmarks.report`"
+
+
+class _TwoScoreDetector:
+    """Mean intensity as the method's score, plus a second kind (its negative) via scores()."""
+
+    def fit(self, train_images):
+        return self
+
+    def score(self, images):
+        return images.flatten(1).mean(1).double()
+
+    def scores(self, images):
+        mean = images.flatten(1).mean(1).double()
+        return {"mean": mean, "negative": -mean}
+
+
+def test_run_one_class_keeps_every_score_kind_of_a_detector(monkeypatch):
+    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda seed, fast: _TwoScoreDetector())
+    run = protocol.run_one_class("two-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
+    assert set(run.scores_by_kind) == {"mean", "negative"}
+    np.testing.assert_allclose(run.scores_by_kind["mean"], run.scores)
+    # the negated score ranks every pair the other way round
+    assert run.auroc_of("negative") == pytest.approx(1.0 - run.auroc, abs=1e-12)
+    with pytest.raises(KeyError, match="known: mean, negative"):
+        run.auroc_of("ssim")
+
+
+def test_a_detector_without_scores_has_no_extra_kinds(monkeypatch):
+    monkeypatch.setitem(protocol.METHODS, "one-score-test", lambda seed, fast: PCADetector(0.9))
+    run = protocol.run_one_class("one-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
+    assert run.scores_by_kind == {}
+    with pytest.raises(KeyError, match="no scores"):
+        run.auroc_of("mse")
