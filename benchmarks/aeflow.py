@@ -17,6 +17,13 @@ Writes ``benchmarks/results/aeflow__pneumoniamnist.json`` (own fields, ``"protoc
 model (ImageNet encoder if available, else random init: same cost) at batch 16 with AMP through
 ``course_utils.training.train``, and writes ``aeflow_gpu.json``. Without a GPU it says so and
 writes nothing: there are no made-up numbers.
+
+``--memory`` runs anywhere (CPU): one float32 training step of the full 256 px model at
+``--batch-size`` and counts, exactly, the bytes a GPU would have to hold: parameters, their
+gradients, Adam's two moments, and every tensor autograd saves for the backward pass
+(``torch.autograd.graph.saved_tensors_hooks``, each storage counted once). Their sum is the
+float32 training footprint without allocator / cuDNN workspace overhead; mixed precision
+stores most saved activations in 16 bits, so it needs less. Writes ``aeflow_memory.json``.
 """
 
 from __future__ import annotations
@@ -131,6 +138,32 @@ def render_markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
+def render_hardware_markdown(memory: dict | None, gpu: dict | None) -> str:
+    """The "full 256 px model" section: the float32 step bytes (``--memory``) and, if a GPU was
+    lent, the measured images/s and peak memory (``--gpu``)."""
+    lines = ["## AE-FLOW full model (256 px, Wide-ResNet-50-2 encoder): memory and speed", ""]
+    if memory is not None:
+        g = memory["gib"]
+        lines += [
+            f"One float32 Adam training step at batch {memory['batch_size']} (trainable encoder: "
+            f"{memory['trainable_encoder']}), exact tensor bytes: parameters {g['parameters']:.2f} GiB, gradients "
+            f"{g['gradients']:.2f}, Adam moments {g['adam_state']:.2f}, tensors saved for backward "
+            f"{g['saved_activations']:.2f}; **total {g['total']:.2f} GiB**. A GPU adds allocator and cuDNN "
+            "workspace overhead; mixed precision stores most activations in 16 bits and needs less. "
+            f"(Counted on {memory['machine']}, where the step took {memory['cpu_step_seconds']:.0f} s; "
+            f"commit {memory['git_commit']}.)",
+            "",
+        ]
+    if gpu is not None:
+        lines += [f"Measured on {gpu['gpu']} at batch {gpu['batch_size']} with AMP: "
+                  f"{gpu['train_images_per_second']} training images/s, peak "
+                  f"`torch.cuda.max_memory_allocated` {gpu['max_memory_allocated_mb']:.0f} MiB.", ""]
+    else:
+        lines += ["GPU images/s and peak GPU memory: not measured yet (no GPU was lent to this project); run "
+                  "`python -m benchmarks.aeflow --gpu` on a CUDA machine to add them here.", ""]
+    return "\n".join(lines)
+
+
 def _gpu_benchmark(args) -> int:
     if not torch.cuda.is_available():
         print("No CUDA GPU on this machine: the 256 px AE-FLOW throughput and memory cannot be measured here. "
@@ -166,6 +199,73 @@ def _gpu_benchmark(args) -> int:
     return 0
 
 
+def training_step_bytes(model: torch.nn.Module, loss_fn, batch: torch.Tensor) -> dict:
+    """Bytes held by one float32 Adam training step of ``model`` on ``batch`` (see the module doc).
+
+    Returns ``{"parameters", "gradients", "adam_state", "saved_activations", "total"}`` in bytes,
+    counted from the tensors themselves (device independent), plus ``"step_seconds"``.
+    """
+    seen: set[tuple[int, int]] = set()
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen and not isinstance(t, torch.nn.Parameter):
+            seen.add(key)
+            saved += storage.nbytes()
+        return t
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    param_ids = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    model.train()
+    start = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = loss_fn(model, batch)
+    activations = saved - sum(n for (ptr, n) in seen if ptr in param_ids)  # weights saved by convs are not extra
+    loss.backward()
+    optimizer.step()
+    seconds = time.perf_counter() - start
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    out = {
+        "parameters": nbytes(model.parameters()),
+        "gradients": nbytes(p.grad for p in params if p.grad is not None),
+        "adam_state": nbytes(v for state in optimizer.state.values() for k, v in state.items()
+                             if torch.is_tensor(v) and k != "step"),  # exp_avg, exp_avg_sq
+        "saved_activations": activations,
+    }
+    out["total"] = sum(out.values())
+    out["step_seconds"] = round(seconds, 2)
+    return out
+
+
+def _memory_benchmark(args) -> int:
+    from course_utils.models.aeflow import AEFlow, aeflow_loss
+
+    cfg = AEFlowConfig.full(weights=None)
+    torch.manual_seed(0)
+    model = AEFlow(cfg)
+    x = torch.rand(args.batch_size, 1, cfg.image_size, cfg.image_size)
+    counted = training_step_bytes(model, lambda m, b: aeflow_loss(m, b)["loss"], x)
+    gib = {k: round(v / 2**30, 3) for k, v in counted.items() if k != "step_seconds"}
+    record = {
+        "method": "aeflow-full-256px", "protocol": "float32-training-step-bytes", "batch_size": args.batch_size,
+        "image_size": cfg.image_size, "trainable_encoder": cfg.trainable_encoder, "gib": gib,
+        "cpu_step_seconds": counted["step_seconds"], "peak_rss_mb": round(peak_rss_mb(), 1),
+        "note": "exact tensor bytes of one float32 Adam step (parameters, gradients, Adam moments, tensors saved "
+                "for backward); a GPU adds allocator and cuDNN workspace overhead; AMP stores most activations "
+                "in 16 bits, so it needs less",
+        **environment_info(),
+    }
+    out = args.out_dir / "aeflow_memory.json"
+    write_json_atomic(out, record)
+    print(f"float32 training step at batch {args.batch_size}, 256 px: {gib} GiB "
+          f"({counted['step_seconds']} s on this CPU); wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.aeflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -176,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--gpu", action="store_true", help="measure the 256 px model's images/s and memory on CUDA")
     parser.add_argument("--imagenet", action="store_true", help="--gpu: require the ImageNet weights")
+    parser.add_argument("--memory", action="store_true",
+                        help="count the bytes of one float32 training step of the 256 px model (runs on CPU)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--progress", action="store_true")
@@ -184,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.gpu:
         return _gpu_benchmark(args)
+    if args.memory:
+        return _memory_benchmark(args)
 
     fast = config.is_fast()
     cfg = PNEUMONIA_FAST_CONFIG if fast else PNEUMONIA_CONFIG

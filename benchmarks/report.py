@@ -128,6 +128,12 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         record = json.loads(path.read_text())
         if record.get("protocol") == "normal-vs-pneumonia":
             lines += [render_aeflow(record), ""]
+    hardware = {name: json.loads((results_dir / f"{name}.json").read_text())
+                for name in ("aeflow_memory", "aeflow_gpu") if (results_dir / f"{name}.json").exists()}
+    if hardware:
+        from benchmarks.aeflow import render_hardware_markdown
+
+        lines += [render_hardware_markdown(hardware.get("aeflow_memory"), hardware.get("aeflow_gpu")), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out

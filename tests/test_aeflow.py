@@ -199,3 +199,20 @@ def test_benchmark_runs_in_fast_mode_and_gpu_mode_refuses_without_cuda(tmp_path,
         assert bench.main(["--gpu", "--out-dir", str(tmp_path / "gpu")]) == 2
         assert "No CUDA GPU" in capsys.readouterr().out
         assert not (tmp_path / "gpu").exists()
+
+
+def test_training_step_bytes_counts_parameters_state_and_activations_exactly():
+    from benchmarks.aeflow import training_step_bytes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 1))
+    n_param_bytes = sum(p.numel() for p in model.parameters()) * 4
+    loss_fn = lambda m, b: m(b).square().mean()  # noqa: E731
+    small = training_step_bytes(model, loss_fn, torch.randn(8, 10))
+    large = training_step_bytes(model, loss_fn, torch.randn(64, 10))
+    assert small["parameters"] == small["gradients"] == n_param_bytes
+    assert small["adam_state"] == 2 * n_param_bytes  # first and second moments (the step counter is a scalar)
+    # saved for backward: the input (B x 10), the hidden pre/post ReLU (B x 20 each) and the output (B x 1)
+    assert small["saved_activations"] >= 8 * (10 + 20) * 4
+    assert large["saved_activations"] == pytest.approx(8 * small["saved_activations"], rel=0.05)
+    assert small["total"] == sum(small[k] for k in ("parameters", "gradients", "adam_state", "saved_activations"))
