@@ -14,7 +14,9 @@ A detector that can compute several image scores from one pass (for example the
 autoencoder's MSE and 1 - SSIM from one reconstruction) may also offer
 ``scores(images) -> dict[str, Tensor (N,)]``; the runner then keeps all of them in
 ``ClassResult.scores_by_kind``, so a notebook can compare scores without training, loading
-or reconstructing again. The method's own score is still ``score(images)``.
+or reconstructing again. The method's own score is ``score(images)``; a detector whose
+``score_kind`` attribute names one of the kinds (and whose ``score`` returns exactly that
+kind) gets it from the same pass instead of a second one.
 """
 
 from __future__ import annotations
@@ -167,11 +169,15 @@ def evaluate_one_class(
     detector.fit(split.train_images)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    scores = detector.score(split.test_images).detach().cpu().double().numpy()
-    score_seconds = time.perf_counter() - start
     by_kind: dict[str, np.ndarray] = {}
     if callable(getattr(detector, "scores", None)):
         by_kind = {k: v.detach().cpu().double().numpy() for k, v in detector.scores(split.test_images).items()}
+    own_kind = getattr(detector, "score_kind", None)
+    if own_kind in by_kind:  # the method's own score came out of the same pass: no second one
+        scores = by_kind[own_kind]
+    else:
+        scores = detector.score(split.test_images).detach().cpu().double().numpy()
+    score_seconds = time.perf_counter() - start
     labels = split.test_labels.numpy()
     result = ClassResult(
         normal_class=int(normal_class),

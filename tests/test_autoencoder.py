@@ -246,3 +246,15 @@ def test_training_works_when_the_last_batch_has_one_image():
     det.fit(x)
     assert det.history.epochs_run == 1
     assert det.score(x[:1]).shape == (1,)
+
+
+@pytest.mark.parametrize("loss", ["l2", "ssim"])
+def test_scores_of_one_pass_equal_the_own_score_exactly(loss):
+    # protocol.evaluate_one_class takes the method's score from scores()[score_kind]: they must agree
+    from course_utils.models.autoencoder import AutoencoderDetector, ConvAutoencoder
+
+    torch.manual_seed(0)
+    det = AutoencoderDetector(loss, latent_dim=4, width=4, device="cpu", cache=False)
+    det.model = ConvAutoencoder(4, 4, 28).eval()
+    x = torch.rand(6, 1, 28, 28)
+    assert torch.equal(det.scores(x)[det.score_kind], det.score(x))

@@ -138,15 +138,29 @@ def test_main_readme_results_table_is_rendered_from_the_json_files():
 class _TwoScoreDetector:
     """Mean intensity as the method's score, plus a second kind (its negative) via scores()."""
 
+    def __init__(self, score_kind=None):
+        self.score_kind, self.passes = score_kind, 0
+
     def fit(self, train_images):
         return self
 
     def score(self, images):
+        self.passes += 1
         return images.flatten(1).mean(1).double()
 
     def scores(self, images):
+        self.passes += 1
         mean = images.flatten(1).mean(1).double()
         return {"mean": mean, "negative": -mean}
+
+
+@pytest.mark.parametrize("score_kind, passes", [(None, 2), ("mean", 1)])
+def test_the_own_score_comes_from_the_same_pass_when_the_detector_names_it(monkeypatch, score_kind, passes):
+    detector = _TwoScoreDetector(score_kind)
+    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda seed, fast: detector)
+    run = protocol.run_one_class("two-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
+    assert detector.passes == passes
+    np.testing.assert_allclose(run.scores, run.scores_by_kind["mean"])
 
 
 def test_run_one_class_keeps_every_score_kind_of_a_detector(monkeypatch):
