@@ -55,22 +55,23 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
     curve: list[dict] = []
     eval_images = test.images[:n_eval]
     wall_start = time.perf_counter()
+    eval_seconds = [0.0]  # time spent in the curve's evaluations so far (not training)
 
     def on_epoch_end(epoch: int, history) -> None:
-        point = {"epoch": epoch, "steps": epoch * cfg.steps_per_epoch, "train_seconds": None,
+        # history.seconds: wall time since training started, including earlier evaluations
+        point = {"epoch": epoch, "steps": epoch * cfg.steps_per_epoch,
+                 "train_seconds": round(history.seconds - eval_seconds[0], 1),
                  "train_bpd": round(history.losses[-1], 5)}
         if epoch % eval_every == 0:
+            t0 = time.perf_counter()
             point["test_bpd_subset"] = round(test_bits_per_dim(flow, eval_images), 5)
             flow.train()
+            eval_seconds[0] += time.perf_counter() - t0
         curve.append(point)
         if progress:
             print(point, flush=True)
 
     history = train_glow(flow, train.images, cfg, seed=seed, time_budget_s=budget_s, on_epoch_end=on_epoch_end)
-    # training seconds at each epoch end: History keeps the cumulative seconds only at the end, so
-    # spread it in proportion to steps (all epochs have the same number of steps)
-    for point in curve:
-        point["train_seconds"] = round(history.seconds * point["epoch"] / max(history.epochs_run, 1), 1)
     t0 = time.perf_counter()
     final = test_bits_per_dim(flow, test.images)
     return {

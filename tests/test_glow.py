@@ -33,10 +33,10 @@ def _images(n: int, side: int = 28, seed: int = 0) -> torch.Tensor:
     return (torch.rand(n, 1, side, side, generator=gen) * 255).round() / 255
 
 
-@pytest.mark.parametrize("mixing", ["householder", "permute"])
-def test_x_to_z_to_x_reconstructs(mixing):
+@pytest.mark.parametrize("mixing,split_prior", [("householder", False), ("permute", False), ("householder", True)])
+def test_x_to_z_to_x_reconstructs(mixing, split_prior):
     config.seed_everything(0)
-    flow = _randomised(GlowFlow(TINY.replace(mixing=mixing), (1, 28, 28)))
+    flow = _randomised(GlowFlow(TINY.replace(mixing=mixing, split_prior=split_prior), (1, 28, 28)))
     y = dequantize(_images(6))
     flow(y)  # ActNorm data-dependent initialisation on a first batch
     with torch.no_grad():
@@ -47,9 +47,11 @@ def test_x_to_z_to_x_reconstructs(mixing):
     assert (z - flow(y)[0]).abs().max() < 1e-6  # deterministic
 
 
-def test_log_det_equals_brute_force_jacobian():
+@pytest.mark.parametrize("split_prior", [False, True])
+def test_log_det_equals_brute_force_jacobian(split_prior):
     torch.manual_seed(0)
-    flow = _randomised(GlowFlow(GlowConfig(n_levels=2, steps_per_level=2, hidden=4), (1, 4, 4)), scale=0.5).double()
+    cfg = GlowConfig(n_levels=2, steps_per_level=2, hidden=4, split_prior=split_prior)
+    flow = _randomised(GlowFlow(cfg, (1, 4, 4)), scale=0.5).double()
     flow(torch.rand(5, 1, 4, 4, dtype=torch.float64) * 0.8 + 0.1)  # initialise ActNorm
     for i in range(3):
         y = torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) * 0.9 + 0.05
@@ -158,6 +160,11 @@ def test_time_budget_stops_training():
     flow = GlowFlow(TINY.replace(steps=1000), (1, 28, 28))
     history = train_glow(flow, _images(16), TINY.replace(steps=1000), device="cpu", time_budget_s=1e-9)
     assert history.epochs_run == 1 and len(history.losses) == 1
+
+
+def test_split_prior_is_left_out_of_the_cache_key_while_off():
+    assert "split_prior" not in FAST_CONFIG.to_dict()
+    assert FAST_CONFIG.replace(split_prior=True).to_dict()["split_prior"] is True
 
 
 def test_bad_inputs_raise_value_error():
