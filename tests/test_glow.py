@@ -205,3 +205,18 @@ def test_methods_are_registered():
         detector = protocol.METHODS[name](0, True)
         assert isinstance(detector, GlowDetector)
     assert protocol.METHODS["glow-complexity"](0, True).score_kind == "complexity"
+
+
+def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
+    import json
+
+    from benchmarks import glow_bpd
+    from benchmarks.report import render_readme
+
+    assert glow_bpd.main(["--source", "sample", "--out-dir", str(tmp_path), "--eval-every", "1", "--n-eval", "50",
+                          "--budget-s", "600"]) == 0
+    record = json.loads((tmp_path / "glow_bpd__mnist.json").read_text())
+    assert record["protocol"] == "bits-per-dim" and record["fast_mode"] is True
+    assert 0 < record["test_bpd"] < 9 and record["steps_run"] == FAST_CONFIG.steps
+    assert [p["epoch"] for p in record["curve"]] == [1, 2] and all("test_bpd_subset" in p for p in record["curve"])
+    assert "Glow bits per dimension on MNIST" in render_readme(tmp_path).read_text()
