@@ -27,6 +27,8 @@ METHOD_INFO = {
     "knn": ("5-NN distance in pixel space", "00"),
     "ae-l2": ("convolutional autoencoder, L2 loss, MSE score", "01"),
     "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
+    "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "03"),
+    "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "03"),
 }
 
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one
@@ -134,6 +136,12 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         from benchmarks.aeflow import render_hardware_markdown
 
         lines += [render_hardware_markdown(hardware.get("aeflow_memory"), hardware.get("aeflow_gpu")), ""]
+    from benchmarks.glow_bpd import render_markdown as render_glow_bpd  # lazy, as above
+
+    for path in sorted(results_dir.glob("glow_bpd__*.json")):
+        record = json.loads(path.read_text())
+        if record.get("protocol") == "bits-per-dim":
+            lines += [render_glow_bpd(record), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out

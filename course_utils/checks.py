@@ -8,6 +8,7 @@ functions with ``hidden=True``, which adds cases the student has not seen.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ __all__ = [
     "check_pixel_auroc",
     "check_aeflow_score",
     "check_val_threshold_best_f1",
+    "check_bits_per_dim",
+    "check_complexity_score",
     "ExerciseCheckError",
 ]
 
@@ -310,4 +313,87 @@ def check_val_threshold_best_f1(fn: Callable[[np.ndarray, np.ndarray], float], *
                   "try every distinct validation score as the threshold t (predict anomaly for score >= t) "
                   "and keep the one with the highest F1 = 2 TP / (2 TP + FP + FN)")
     print(f"✓ {exercise}: all {len(_best_f1_cases(hidden))} cases reach the best validation F1")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: NLL -> bits per dimension (Glow)
+def _bpd_cases(hidden: bool) -> list[tuple[str, Any, int]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(11 if not hidden else 4242)
+    cases = [
+        ("log p = 0, one pixel", torch.tensor([0.0]), 1),
+        ("standard normal at 0, 16 pixels", torch.tensor([-8 * math.log(2 * math.pi)]), 16),
+        ("batch of MNIST-sized images", -500.0 * torch.rand(4, generator=gen) + 300.0, 784),
+    ]
+    if hidden:
+        cases += [
+            ("float64 input", torch.tensor([-1000.0, 12.5], dtype=torch.float64), 1024),
+            ("very likely images (log p > 0)", torch.tensor([2000.0, 3000.0]), 784),
+        ]
+    return cases
+
+
+def check_bits_per_dim(fn: Callable[[Any, int], Any], *, hidden: bool = False) -> bool:
+    """Check ``fn(log_prob_nats, n_dims) -> bpd`` (one value per image), notebook 03's exercise.
+
+    ``log_prob_nats`` (N,) is log p_Y(y) in nats of images dequantised to y = (x + u) / 256 in
+    [0, 1]; expected bpd = (-log p_Y(y) / ln 2 + 8 D) / D, agreement to 1e-6.
+    """
+    exercise = "bits-per-dim"
+    for case, log_p, d in _bpd_cases(hidden):
+        found = _call(exercise, fn, log_p.clone(), d)
+        found_array = np.asarray(found.detach().cpu() if hasattr(found, "detach") else found, dtype=np.float64)
+        expected = (-log_p.double().numpy() / math.log(2) + 8 * d) / d
+        if found_array.shape != expected.shape:
+            _fail(exercise, case, f"one value per image, shape {expected.shape}", f"shape {found_array.shape}")
+        if not np.allclose(found_array, expected, atol=1e-6, rtol=1e-9):
+            hint = "divide by ln 2 to turn nats into bits, add log2(256) = 8 bits per dimension, divide by D"
+            if np.allclose(found_array, expected - 8, atol=1e-6):
+                hint = "you forgot the 8 bits per dimension of the dequantization: p(x) = p_Y(y) / 256^D"
+            _fail(exercise, case, np.round(expected, 6).tolist(), np.round(found_array, 6).tolist(), hint)
+    print(f"✓ {exercise}: all {len(_bpd_cases(hidden))} cases agree with the reference")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: complexity-corrected score
+def _complexity_cases(hidden: bool) -> list[tuple[str, Any, Any]]:
+    import torch
+
+    gen = torch.Generator().manual_seed(13 if not hidden else 999)
+    noise = (torch.rand(3, 1, 28, 28, generator=gen) * 255).round() / 255
+    flat = torch.zeros(2, 1, 28, 28)
+    cases = [
+        ("noise images", -1500.0 * torch.rand(3, generator=gen), noise),
+        ("black images", torch.tensor([500.0, -20.0]), flat),
+    ]
+    if hidden:
+        mixed = torch.cat([noise[:1], flat[:1], (noise[1:2] > 0.5).float()])
+        cases += [
+            ("mixed 28 px", -900.0 * torch.rand(3, generator=gen, dtype=torch.float64), mixed),
+            ("32 px images", torch.tensor([-3000.0]), (torch.rand(1, 1, 32, 32, generator=gen) * 255).round() / 255),
+        ]
+    return cases
+
+
+def check_complexity_score(fn: Callable[[Any, Any], Any], *, hidden: bool = False) -> bool:
+    """Check ``fn(log_prob_nats, images) -> S`` of notebook 03: S(x) = NLL_bits(x) - L(x) (Serra et al. 2020).
+
+    NLL_bits = -log p_Y(y) / ln 2 + 8 D (D = pixels per image) and L(x) = ``png_bits(images)``;
+    one value per image, agreement to 1e-6.
+    """
+    from course_utils.models.aeflow import png_bits
+
+    exercise = "complexity-score"
+    for case, log_p, images in _complexity_cases(hidden):
+        found = _call(exercise, fn, log_p.clone(), images.clone())
+        found_array = np.asarray(found.detach().cpu() if hasattr(found, "detach") else found, dtype=np.float64)
+        d = int(np.prod(images.shape[1:]))
+        expected = -log_p.double().numpy() / math.log(2) + 8 * d - png_bits(images)
+        if found_array.shape != expected.shape:
+            _fail(exercise, case, f"one value per image, shape {expected.shape}", f"shape {found_array.shape}")
+        if not np.allclose(found_array, expected, atol=1e-6, rtol=1e-9):
+            _fail(exercise, case, np.round(expected, 3).tolist(), np.round(found_array, 3).tolist(),
+                  "NLL in bits of the whole image (-log p / ln 2 + 8 D, not per dimension) minus png_bits(images)")
+    print(f"✓ {exercise}: all {len(_complexity_cases(hidden))} cases agree with the reference")
     return True

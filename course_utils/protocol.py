@@ -73,11 +73,30 @@ def _ae_ssim(seed: int, fast: bool) -> Detector:
     return _autoencoder("ssim", seed, fast)
 
 
+def _glow(score: str, seed: int, fast: bool) -> Detector:
+    """Notebook 03's Glow; ``glow-nll`` and ``glow-complexity`` train the SAME model (one shared
+    checkpoint: the cache key holds no score) and differ only in the score: NLL in bits, or NLL bits
+    minus the PNG length of the image (Serra et al. 2020)."""
+    from .models.glow import FAST_CONFIG, FULL_CONFIG, GlowDetector
+
+    return GlowDetector(FAST_CONFIG if fast else FULL_CONFIG, score=score, seed=seed)
+
+
+def _glow_nll(seed: int, fast: bool) -> Detector:
+    return _glow("nll", seed, fast)
+
+
+def _glow_complexity(seed: int, fast: bool) -> Detector:
+    return _glow("complexity", seed, fast)
+
+
 METHODS: dict[str, MethodFactory] = {
     "pca": _pca,
     "knn": _knn,
     "ae-l2": _ae_l2,
     "ae-ssim": _ae_ssim,
+    "glow-nll": _glow_nll,
+    "glow-complexity": _glow_complexity,
 }
 
 

@@ -1,0 +1,159 @@
+"""Glow bits per dimension on all MNIST digits: ``python -m benchmarks.glow_bpd [--budget-s 1200]``.
+
+Protocol (notebook 03, DESIGN.md "other measurements"):
+
+- train ``course_utils.models.glow.BPD_CONFIG`` (fast mode: ``FAST_CONFIG``) on the WHOLE official
+  MNIST train split (all ten digits), through ``course_utils.models.glow.train_glow`` (the course's
+  training loop, gradient clipping, NaN guard), for at most ``--budget-s`` seconds of wall-clock
+  TRAINING time (evaluations of the curve are not counted) or ``--max-steps`` steps;
+- the curve: training bpd of every epoch (an epoch is ``steps_per_epoch`` batches) and, every
+  ``--eval-every`` epochs, the test bpd of the first ``--n-eval`` test images;
+- the result: the test bpd of the whole official test split, uniform dequantization noise from a
+  generator seeded with 0, so the number is reproducible for a given model.
+
+Target: test bpd <= 1.25 within 20 minutes on 2 CPU cores (``--threads 2 --budget-s 1200``).
+Writes ``benchmarks/results/glow_bpd__mnist.json`` (``"protocol": "bits-per-dim"``) and prints its
+markdown section (:func:`render_markdown`, also used by ``benchmarks/report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from course_utils import config
+from course_utils.data import load_dataset
+from course_utils.models.glow import BPD_CONFIG, FAST_CONFIG, GlowFlow, test_bits_per_dim, train_glow
+
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+
+__all__ = ["main", "render_markdown", "TARGET_BPD", "LITERATURE_BPD"]
+
+TARGET_BPD = 1.25
+# Published test bpd on MNIST (dequantised 8-bit), for orientation: much larger models and GPU days.
+LITERATURE_BPD = [
+    ("Real NVP (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.06),
+    ("Glow (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.05),
+    ("FFJORD (Grathwohl et al. 2019, Table 2)", 0.99),
+]
+
+
+def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eval: int, seed: int,
+        source: str, progress: bool) -> dict:
+    fast = config.is_fast()
+    cfg = FAST_CONFIG if fast else BPD_CONFIG
+    if max_steps:
+        cfg = cfg.replace(steps=max_steps)
+    train = load_dataset("mnist", "train", source=source)
+    test = load_dataset("mnist", "test", source=source)
+    config.seed_everything(seed)
+    flow = GlowFlow(cfg, tuple(train.images.shape[1:]), seed=seed)
+    curve: list[dict] = []
+    eval_images = test.images[:n_eval]
+    wall_start = time.perf_counter()
+    eval_seconds = [0.0]  # time spent in the curve's evaluations so far (not training)
+
+    def on_epoch_end(epoch: int, history) -> None:
+        # history.seconds: wall time since training started, including earlier evaluations
+        point = {"epoch": epoch, "steps": epoch * cfg.steps_per_epoch,
+                 "train_seconds": round(history.seconds - eval_seconds[0], 1),
+                 "train_bpd": round(history.losses[-1], 5)}
+        if epoch % eval_every == 0:
+            t0 = time.perf_counter()
+            point["test_bpd_subset"] = round(test_bits_per_dim(flow, eval_images), 5)
+            flow.train()
+            eval_seconds[0] += time.perf_counter() - t0
+        curve.append(point)
+        if progress:
+            print(point, flush=True)
+
+    history = train_glow(flow, train.images, cfg, seed=seed, time_budget_s=budget_s, on_epoch_end=on_epoch_end)
+    t0 = time.perf_counter()
+    final = test_bits_per_dim(flow, test.images)
+    return {
+        "method": "glow", "dataset": "mnist", "protocol": "bits-per-dim",
+        "config": cfg.to_dict(), "fast_mode": fast, "seed": seed,
+        "budget_s": budget_s, "max_steps": cfg.steps,
+        "steps_run": history.epochs_run * cfg.steps_per_epoch, "epochs_run": history.epochs_run,
+        "train_seconds": round(history.seconds, 1),
+        "images_seen": history.epochs_run * cfg.steps_per_epoch * cfg.batch_size,
+        "test_bpd": round(final, 5), "target_bpd": TARGET_BPD, "meets_target": bool(final <= TARGET_BPD),
+        "final_train_bpd": round(history.losses[-1], 5),
+        "test_eval_seconds": round(time.perf_counter() - t0, 1),
+        "total_wall_seconds": round(time.perf_counter() - wall_start, 1),
+        "n_train": len(train.images), "n_test": len(test.images), "n_eval_subset": len(eval_images),
+        "data_source": train.source, "full_data": train.source == "full" and len(train.images) == 60_000,
+        "curve": curve, "torch_threads": torch.get_num_threads(), "peak_rss_mb": round(peak_rss_mb(), 1),
+        **environment_info(),
+    }
+
+
+def render_markdown(record: dict) -> str:
+    """The Glow bits/dim section of ``benchmarks/results/README.md``."""
+    c = record["config"]
+    lines = [
+        "## Glow bits per dimension on MNIST (notebook 03)",
+        "",
+        f"All ten digits, {record['n_train']:,} training images ({record['data_source']}"
+        f"{'' if record.get('full_data') else ', NOT the full 60,000'}), test bpd on the {record['n_test']:,} test "
+        f"images (uniform dequantization, seed 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
+        f"{c['hidden']} hidden channels, {c['mixing']} mixing; batch {c['batch_size']}, lr {c['lr']:g}.",
+        "",
+        "| test bpd | target | train bpd (last epoch) | training time | steps | images seen | threads |",
+        "|---|---|---|---|---|---|---|",
+        f"| **{record['test_bpd']:.3f}** | <= {record['target_bpd']} ({'met' if record['meets_target'] else 'NOT met'}) | "
+        f"{record['final_train_bpd']:.3f} | {record['train_seconds'] / 60:.1f} min (budget "
+        f"{(record['budget_s'] or 0) / 60:.0f} min) | {record['steps_run']:,} | {record['images_seen']:,} | "
+        f"{record['torch_threads']} |",
+        "",
+        "Training curve (test bpd on the first "
+        f"{record['n_eval_subset']:,} test images):",
+        "",
+        "| epoch | steps | train s | train bpd | test bpd (subset) |",
+        "|---|---|---|---|---|",
+    ]
+    points = [p for p in record["curve"] if "test_bpd_subset" in p]
+    for p in points:
+        lines.append(f"| {p['epoch']} | {p['steps']:,} | {p['train_seconds']:.0f} | {p['train_bpd']:.3f} | "
+                     f"{p['test_bpd_subset']:.3f} |")
+    lines += ["", "Published MNIST test bpd, for orientation (far larger models, GPU training):", ""]
+    lines += [f"- {name}: {value}" for name, value in LITERATURE_BPD]
+    lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.glow_bpd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget-s", type=float, default=1200.0, help="wall-clock training budget in seconds")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: config)")
+    parser.add_argument("--eval-every", type=int, default=5, help="test bpd of the subset every N epochs")
+    parser.add_argument("--n-eval", type=int, default=1000, help="test images in the curve's subset")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", choices=("auto", "full", "sample"), default="full")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error("--budget-s must be > 0")
+    record = run(budget_s=args.budget_s, max_steps=args.max_steps, eval_every=max(1, args.eval_every),
+                 n_eval=args.n_eval, seed=args.seed, source=args.source, progress=args.progress)
+    out = args.out_dir / "glow_bpd__mnist.json"
+    write_json_atomic(out, record)
+    print(render_markdown(record))
+    print(f"wrote {out}")
+    if args.out_dir.resolve() == RESULTS_DIR.resolve():
+        from .report import render_readme
+
+        render_readme(args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,735 @@
+"""Multi-scale Glow built with FrEIA 0.2: exact likelihoods, bits per dimension, NLL anomaly scores.
+
+After Kingma & Dhariwal 2018 ("Glow"), Dinh et al. 2017 ("Real NVP"), shrunk for 28 / 32 px
+grayscale images and a CPU. The flow f maps a dequantised image y to a latent z of the same
+size, z = f(y), and the change of variables gives the exact density
+
+    log p_Y(y) = log N(f(y); 0, I) + log |det df/dy|                                  (1)
+
+Architecture (``GlowConfig``; the graph is a FrEIA ``GraphINN``)::
+
+    y (N, 1, S, S) in [0, 1]  (dequantised image, S = 28 or 32)
+      -> LogitTransform: u = logit(a + (1 - 2a) y)   (a = logit_alpha; a = 0 means u = y - 1/2)
+      for level l = 1 .. L:
+          -> squeeze (FrEIA IRevNetDownsampling): (C, H, W) -> (4C, H/2, W/2)
+          K x [ ActNorm (FrEIA)                       per-channel scale and bias, data-initialised
+                channel mixing                        HouseholderConv1x1 (learned) or ChannelPermutation (fixed)
+                affine coupling (FrEIA GLOWCouplingBlock, soft-clamped log-scales, conv subnet whose
+                                 LAST layer is a zero-initialised conv: every block starts as identity) ]
+          -> split (factor out): half of the channels leave as a latent z_l, the rest go on (not after
+             the last level)
+      z = (z_1, ..., z_L), each N(0, I)
+
+For S = 28 and L = 2: (1, 28, 28) -> (4, 14, 14) -> K steps -> z_1 (2, 14, 14) + (2, 14, 14)
+-> (8, 7, 7) -> K steps -> z_2 (8, 7, 7); 392 + 392 = 784 latent dimensions.
+
+FrEIA has no learned invertible 1x1 convolution (Glow's W with log|det W| via an LU
+decomposition). The alternatives used here: :class:`HouseholderConv1x1`, a 1x1 convolution
+whose C x C matrix is a product of learned Householder reflections H = I - 2 v v^T / |v|^2.
+It is orthogonal, so it is always invertible, its inverse is its transpose, and log|det| = 0:
+it learns *rotations* of the channels but, unlike Glow's W, no scaling (ActNorm and the couplings
+do the scaling). FrEIA's own ``HouseholderPerm`` only accepts flattened 1-D inputs, hence this
+small module. ``mixing="permute"`` uses a fixed random channel permutation instead (Real NVP /
+FrEIA ``PermuteRandom`` without its side effect of reseeding numpy's global RNG).
+
+Dequantization and bits per dimension. An 8-bit image x in {0, ..., 255}^D is mapped to
+y = (x + u) / 256 with u ~ U[0, 1)^D during training; then the discrete log-likelihood is bounded
+below by log p_Y(y) - D log 256, and
+
+    NLL_bits(x) = -log2 p_Y(y) + 8 D,        bpd = NLL_bits / D                      (2)
+
+(:func:`nll_bits_from_log_prob`, :func:`bits_per_dim`). Test bpd uses uniform noise from a fixed
+generator; anomaly scores use the bin centres y = (x + 1/2) / 256, so a score does not depend on
+random noise or on which other images are in the batch.
+
+Anomaly scores: ``"nll"``, NLL_bits(x) (higher = less likely = more anomalous), and
+``"complexity"``, the complexity-corrected score of Serra et al. (ICLR 2020)
+
+    S(x) = NLL_bits(x) - L(x),       L(x) = PNG-compressed length of x in bits      (3)
+
+(:func:`complexity_score`; L comes from :func:`course_utils.models.aeflow.png_bits`, the course's
+one PNG-length helper). Both scores come from the SAME trained model: the benchmark methods
+``glow-nll`` and ``glow-complexity`` share their checkpoint.
+
+Training goes through ``course_utils.training.train`` (gradient clipping, NonFiniteLossError
+before a bad step) inside ``train_or_load``. Two budgets: a number of optimiser steps
+(``GlowConfig.steps``) and, for ``benchmarks/glow_bpd.py``, an optional wall-clock budget
+(``time_budget_s``): ``train`` has no such option, so :func:`train_glow` stops it from its
+``on_epoch_end`` callback and keeps the history it had (an "epoch" here is a chunk of
+``steps_per_epoch`` random batches).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+
+from .. import config as course_config
+from ..data import _check_images
+from .aeflow import png_bits
+
+__all__ = [
+    "GlowConfig",
+    "GlowFlow",
+    "GlowDetector",
+    "LogitTransform",
+    "HouseholderConv1x1",
+    "ChannelPermutation",
+    "conv_subnet",
+    "dequantize",
+    "nll_bits_from_log_prob",
+    "bits_per_dim",
+    "complexity_score",
+    "png_bits",
+    "glow_loss",
+    "train_glow",
+    "patch_scores",
+    "extract_patches",
+    "images_log_prob",
+    "test_bits_per_dim",
+    "FULL_CONFIG",
+    "FAST_CONFIG",
+    "EXPERIMENT_CONFIG",
+    "BPD_CONFIG",
+    "SCORES",
+]
+
+N_BINS = 256  # 8-bit images
+LOG2 = math.log(2.0)
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+SCORES = ("nll", "complexity")
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GlowConfig:
+    """Everything that determines a Glow model and its training.
+
+    Attributes:
+        n_levels: L, number of scales (squeeze + K steps [+ split]); the image side must be
+            divisible by 2^L (28 px: L <= 2; 32 px: L <= 5).
+        steps_per_level: K, flow steps (ActNorm, mixing, coupling) per level.
+        hidden: channels of the coupling subnets' hidden layers.
+        mixing: ``"householder"`` (learned orthogonal 1x1 conv) or ``"permute"`` (fixed).
+        n_reflections: Householder reflections per mixing layer (default: the channel count).
+        clamp: soft clamp of the coupling log-scales, |log s| <= clamp.
+        logit_alpha: a of the logit pre-transform (0: no logit, y - 1/2 instead).
+        steps: optimiser steps (batches) of training.
+        steps_per_epoch: steps per "epoch" of :func:`train_glow` (one History entry each).
+        batch_size, lr: Adam settings.
+        max_grad_norm: global gradient-norm clipping.
+        split_prior: Glow's learned prior for the factored-out half: before each split, a one-sided
+            affine coupling (FrEIA ``AffineCouplingOneSided``) normalises the leaving half with a
+            scale and shift predicted from the half that stays, z_l = (h_l - mu(h')) / sigma(h'), which
+            is the same as giving h_l the prior N(mu(h'), sigma(h')^2). Off by default (the one-class
+            models); on for the bits/dim benchmark. Added after the first release: ``to_dict`` leaves it
+            out while it is False, so earlier checkpoints keep their cache keys.
+    """
+
+    n_levels: int = 2
+    steps_per_level: int = 3
+    hidden: int = 32
+    mixing: str = "householder"
+    n_reflections: int | None = None
+    clamp: float = 1.5
+    logit_alpha: float = 0.05
+    steps: int = 400
+    steps_per_epoch: int = 50
+    batch_size: int = 64
+    lr: float = 2e-3
+    max_grad_norm: float = 50.0
+    split_prior: bool = False
+
+    def validate(self, image_size: int | None = None) -> "GlowConfig":
+        """Raise ValueError for inconsistent settings (and an image side the levels cannot halve)."""
+        for name in ("n_levels", "steps_per_level", "hidden", "steps", "steps_per_epoch", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GlowConfig.{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.split_prior, bool):
+            raise ValueError(f"split_prior must be True or False, got {self.split_prior!r}")
+        if self.mixing not in ("householder", "permute"):
+            raise ValueError(f"mixing must be 'householder' or 'permute', got {self.mixing!r}")
+        if self.n_reflections is not None and self.n_reflections < 1:
+            raise ValueError(f"n_reflections must be >= 1 or None, got {self.n_reflections!r}")
+        if not 0.0 <= self.logit_alpha < 0.5:
+            raise ValueError(f"logit_alpha must lie in [0, 0.5), got {self.logit_alpha}")
+        for name in ("clamp", "lr", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GlowConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if image_size is not None and image_size % (2 ** self.n_levels):
+            raise ValueError(f"image side {image_size} px is not divisible by 2^n_levels = {2 ** self.n_levels}; "
+                             f"use n_levels <= {_max_levels(image_size)} (28 px: 2, 32 px: up to 5)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings (the checkpoint-cache key); ``split_prior`` only when True (see above)."""
+        settings = asdict(self)
+        if not settings["split_prior"]:
+            del settings["split_prior"]
+        return settings
+
+    def replace(self, **changes: Any) -> "GlowConfig":
+        return replace(self, **changes)
+
+
+def _max_levels(size: int) -> int:
+    levels = 0
+    while size % 2 == 0 and size > 1:
+        size //= 2
+        levels += 1
+    return levels
+
+
+# The settings of the benchmarks (protocol.METHODS "glow-nll" / "glow-complexity") and notebook 03.
+# FULL: one class of MNIST (~2,000-6,000 images) trains in about a minute on one CPU thread.
+FULL_CONFIG = GlowConfig(n_levels=2, steps_per_level=3, hidden=32, steps=400, batch_size=64, lr=2e-3)
+# EXPERIMENT: the shared small model of notebook 03's many thesis experiments (~30-40 s each).
+EXPERIMENT_CONFIG = GlowConfig(n_levels=2, steps_per_level=2, hidden=32, steps=250, batch_size=64, lr=2e-3)
+# FAST: a tiny model for the tests and fast mode; checks that everything runs, not that it detects.
+FAST_CONFIG = GlowConfig(n_levels=2, steps_per_level=1, hidden=8, steps=20, steps_per_epoch=10, batch_size=32,
+                         lr=2e-3)
+# BPD: the all-digit MNIST model of benchmarks/glow_bpd.py (trained under a wall-clock budget).
+# Chosen from 3-minute single-thread trials on the shared machine (test bpd of 500 images after 400 steps):
+# K=8 h=64 lr 1e-3: 4x slower per step and no better per step; K=4 h=48 lr 2e-3: 1.787; + split prior: 1.740.
+BPD_CONFIG = GlowConfig(n_levels=2, steps_per_level=4, hidden=48, steps=100_000, steps_per_epoch=100,
+                        batch_size=64, lr=2e-3, split_prior=True)
+
+
+# --------------------------------------------------------------------------------------
+# Invertible building blocks (FrEIA InvertibleModule subclasses)
+# --------------------------------------------------------------------------------------
+
+from FrEIA.modules import InvertibleModule  # noqa: E402  (after the docstring-heavy header)
+
+
+class LogitTransform(InvertibleModule):
+    """u = logit(a + (1 - 2a) y) for y in [0, 1]; with a = 0, u = y - 1/2 instead.
+
+    log|det du/dy| = sum over pixels of log(1 - 2a) - log(s) - log(1 - s), s = a + (1 - 2a) y.
+    The logit spreads the densely packed values near 0 and 1 (MNIST is mostly black) over the
+    real line, which makes them much easier to model (Real NVP, Dinh et al. 2017).
+    """
+
+    def __init__(self, dims_in, dims_c=None, alpha: float = 0.05) -> None:
+        super().__init__(dims_in, dims_c)
+        if not 0.0 <= alpha < 0.5:
+            raise ValueError(f"alpha must lie in [0, 0.5), got {alpha}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, rev=False, jac=True):
+        a = self.alpha
+        v = x[0]
+        if a == 0.0:
+            return ((v + 0.5) if rev else (v - 0.5),), torch.zeros(v.shape[0], dtype=v.dtype, device=v.device)
+        if not rev:
+            s = a + (1 - 2 * a) * v
+            out = torch.log(s) - torch.log1p(-s)
+            log_det = (math.log(1 - 2 * a) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(1)
+            return (out,), log_det
+        s = torch.sigmoid(v)
+        out = (s - a) / (1 - 2 * a)
+        log_det = (math.log(1 - 2 * a) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(1)
+        return (out,), -log_det
+
+    def output_dims(self, input_dims):
+        return input_dims
+
+
+class HouseholderConv1x1(InvertibleModule):
+    """Learned orthogonal 1x1 convolution W = H_1 H_2 ... H_k, H_i = I - 2 v_i v_i^T / |v_i|^2.
+
+    Input (N, C, H, W); out[:, i] = sum_j W[i, j] x[:, j] at every pixel. W is orthogonal, so the
+    inverse is W^T and log|det| = H * W * log|det W| = 0. The k reflection vectors (rows of
+    ``vectors``, shape (k, C)) are learned; they are initialised at random (a random rotation,
+    as Glow initialises its 1x1 convolution) from a seed, so the model is reproducible.
+    """
+
+    def __init__(self, dims_in, dims_c=None, n_reflections: int | None = None, seed: int = 0) -> None:
+        super().__init__(dims_in, dims_c)
+        channels = dims_in[0][0]
+        k = channels if n_reflections is None else int(n_reflections)
+        if k < 1:
+            raise ValueError(f"n_reflections must be >= 1, got {k}")
+        gen = torch.Generator().manual_seed(int(seed))
+        self.vectors = nn.Parameter(torch.randn(k, channels, generator=gen))
+
+    def weight(self) -> Tensor:
+        """The (C, C) orthogonal matrix W."""
+        v = self.vectors
+        eye = torch.eye(v.shape[1], dtype=v.dtype, device=v.device)
+        w = eye
+        for i in range(v.shape[0]):
+            u = v[i] / v[i].norm().clamp_min(1e-12)
+            w = w - 2.0 * torch.outer(w @ u, u)  # w @ (I - 2 u u^T)
+        return w
+
+    def forward(self, x, rev=False, jac=True):
+        w = self.weight()
+        if rev:
+            w = w.t()
+        out = F.conv2d(x[0], w[:, :, None, None])
+        return (out,), torch.zeros(x[0].shape[0], dtype=x[0].dtype, device=x[0].device)
+
+    def output_dims(self, input_dims):
+        if len(input_dims) != 1 or len(input_dims[0]) != 3:
+            raise ValueError("HouseholderConv1x1 takes one (C, H, W) input")
+        return input_dims
+
+
+class ChannelPermutation(InvertibleModule):
+    """A fixed random permutation of the channels (log|det| = 0), drawn from its own seed.
+
+    Unlike FrEIA's ``PermuteRandom(seed=...)`` it does not reseed numpy's global RNG.
+    """
+
+    def __init__(self, dims_in, dims_c=None, seed: int = 0) -> None:
+        super().__init__(dims_in, dims_c)
+        perm = np.random.default_rng(int(seed)).permutation(dims_in[0][0])
+        self.register_buffer("perm", torch.as_tensor(perm, dtype=torch.long))
+        self.register_buffer("perm_inv", torch.as_tensor(np.argsort(perm), dtype=torch.long))
+
+    def forward(self, x, rev=False, jac=True):
+        index = self.perm_inv if rev else self.perm
+        return (x[0][:, index],), torch.zeros(x[0].shape[0], dtype=x[0].dtype, device=x[0].device)
+
+    def output_dims(self, input_dims):
+        return input_dims
+
+
+def conv_subnet(hidden: int) -> Callable[[int, int], nn.Module]:
+    """Glow's coupling network: conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3 (zero-initialised).
+
+    The last layer is a convolution (not ReLU / Tanh: FrEIA 0.2 scales subnet outputs in place,
+    which breaks backward under torch 2.x after such an activation) and starts at zero, so every
+    coupling starts as the identity (s = 0, t = 0) and training starts from a stable flow.
+    """
+
+    def make(c_in: int, c_out: int) -> nn.Module:
+        last = nn.Conv2d(hidden, c_out, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        return nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(hidden, hidden, 1), nn.ReLU(), last)
+
+    return make
+
+
+# --------------------------------------------------------------------------------------
+# The flow
+# --------------------------------------------------------------------------------------
+
+
+class GlowFlow(nn.Module):
+    """Multi-scale Glow as a FrEIA ``GraphINN`` (see the module docstring for the graph).
+
+    Args:
+        config: architecture settings.
+        image_shape: (C, S, S) of the inputs, e.g. (1, 28, 28).
+        seed: seeds the Householder vectors / permutations (the conv weights are initialised
+            from torch's global RNG: call ``config.seed_everything`` first for reproducibility).
+
+    ``forward(y)`` -> ``(z, log_det)``: z (N, D) the concatenated latents, log_det (N,) the
+    log|det dz/dy| in nats. ``inverse(z)`` -> y (N, C, S, S).
+    """
+
+    def __init__(self, config: GlowConfig, image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> None:
+        super().__init__()
+        import FrEIA.framework as Ff
+        import FrEIA.modules as Fm
+
+        c, h, w = (int(v) for v in image_shape)
+        if h != w:
+            raise ValueError(f"GlowFlow needs square images, got {h} x {w}")
+        config.validate(h)
+        self.config, self.image_shape = config, (c, h, w)
+        nodes: list = [Ff.InputNode(c, h, w, name="input")]
+        nodes.append(Ff.Node(nodes[-1], LogitTransform, {"alpha": config.logit_alpha}, name="logit"))
+        outputs = []
+        node = nodes[-1]
+        for level in range(config.n_levels):
+            node = Ff.Node(node, Fm.IRevNetDownsampling, {}, name=f"squeeze{level}")
+            nodes.append(node)
+            channels = node.output_dims[0][0]
+            for k in range(config.steps_per_level):
+                node = Ff.Node(node, Fm.ActNorm, {}, name=f"actnorm{level}.{k}")
+                nodes.append(node)
+                mix_seed = seed * 1000 + level * 100 + k
+                if config.mixing == "householder":
+                    node = Ff.Node(node, HouseholderConv1x1, {"n_reflections": config.n_reflections, "seed": mix_seed},
+                                   name=f"householder{level}.{k}")
+                else:
+                    node = Ff.Node(node, ChannelPermutation, {"seed": mix_seed}, name=f"permute{level}.{k}")
+                nodes.append(node)
+                node = Ff.Node(node, Fm.GLOWCouplingBlock,
+                               {"subnet_constructor": conv_subnet(config.hidden), "clamp": config.clamp},
+                               name=f"coupling{level}.{k}")
+                nodes.append(node)
+            if level < config.n_levels - 1 and config.split_prior:
+                # learned prior of the leaving half (the last `half` channels) given the staying half
+                half = channels // 2
+                node = Ff.Node(node, Fm.AffineCouplingOneSided,
+                               {"subnet_constructor": conv_subnet(config.hidden), "clamp": config.clamp,
+                                "split_len": channels - half}, name=f"prior{level}")
+                nodes.append(node)
+                split = Ff.Node(node, Fm.Split, {"section_sizes": [channels - half, half], "dim": 0},
+                                name=f"split{level}")
+                nodes.append(split)
+                outputs.append(Ff.OutputNode(split.out1, name=f"z{level}"))
+                node = split.out0
+            elif level < config.n_levels - 1:
+                half = channels // 2
+                split = Ff.Node(node, Fm.Split, {"section_sizes": [half, channels - half], "dim": 0},
+                                name=f"split{level}")
+                nodes.append(split)
+                outputs.append(Ff.OutputNode(split.out0, name=f"z{level}"))
+                node = split.out1
+        outputs.append(Ff.OutputNode(node, name=f"z{config.n_levels - 1}"))
+        self.latent_shapes = [tuple(int(v) for v in o.input_dims[0]) for o in outputs]
+        self.inn = Ff.GraphINN(nodes + outputs, force_tuple_output=True)
+        self.n_dims = c * h * w
+
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """y (N, C, S, S) -> (z (N, D), log|det dz/dy| (N,) in nats)."""
+        if y.ndim != 4 or tuple(y.shape[1:]) != self.image_shape:
+            raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(y.shape)}")
+        zs, log_det = self.inn(y)
+        return torch.cat([z.flatten(1) for z in zs], 1), log_det
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """z (N, D) -> y (N, C, S, S) (exact inverse of :meth:`forward`)."""
+        if z.ndim != 2 or z.shape[1] != self.n_dims:
+            raise ValueError(f"expected latents of shape (N, {self.n_dims}), got {tuple(z.shape)}")
+        parts, start = [], 0
+        for shape in self.latent_shapes:
+            size = int(np.prod(shape))
+            parts.append(z[:, start:start + size].reshape(-1, *shape))
+            start += size
+        y, _ = self.inn(parts, rev=True, jac=False)
+        return y[0]
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """log p_Y(y) in nats, (N,): equation (1), log N(z; 0, I) + log|det dz/dy|."""
+        z, log_det = self(y)
+        return -0.5 * z.square().sum(1) - self.n_dims * _HALF_LOG_2PI + log_det
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, *, generator: torch.Generator | None = None) -> Tensor:
+        """n images (n, C, S, S) in [0, 1]: z ~ N(0, T^2 I), y = f^{-1}(z), clipped to [0, 1].
+
+        A temperature T < 1 samples from the "typical" centre of the distribution: cleaner,
+        less varied images (Kingma & Dhariwal 2018, Section 5).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        p = next(self.parameters())
+        z = torch.randn(n, self.n_dims, generator=generator).to(device=p.device, dtype=p.dtype) * temperature
+        y = self.inverse(z)
+        return torch.nan_to_num(y, nan=0.0).clamp(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Dequantization, bits, scores
+# --------------------------------------------------------------------------------------
+
+
+def dequantize(images: Tensor, mode: str = "uniform", *, generator: torch.Generator | None = None) -> Tensor:
+    """8-bit images x in [0, 1] (values k / 255) -> y = (k + u) / 256 in [0, 1), (N, C, H, W).
+
+    ``mode="uniform"``: u ~ U[0, 1) (training and test bpd; from ``generator`` if given, else the
+    global RNG); ``mode="center"``: u = 1/2 (deterministic, for anomaly scores).
+    """
+    _check_images(images, "images")
+    k = (images * (N_BINS - 1)).round()
+    if mode == "uniform":
+        u = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    elif mode == "center":
+        u = torch.full_like(images, 0.5)
+    else:
+        raise ValueError(f"mode must be 'uniform' or 'center', got {mode!r}")
+    return (k + u) / N_BINS
+
+
+def nll_bits_from_log_prob(log_prob: Tensor, n_dims: int, n_bins: int = N_BINS) -> Tensor:
+    """NLL_bits = -log2 p_Y(y) + D log2(n_bins), equation (2); ``log_prob`` in nats, (N,) -> (N,)."""
+    if isinstance(n_dims, bool) or not isinstance(n_dims, int) or n_dims < 1:
+        raise ValueError(f"n_dims must be a positive integer, got {n_dims!r}")
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be >= 2, got {n_bins!r}")
+    return -log_prob / LOG2 + n_dims * math.log2(n_bins)
+
+
+def bits_per_dim(log_prob: Tensor, n_dims: int, n_bins: int = N_BINS) -> Tensor:
+    """Bits per dimension NLL_bits / D, (N,) (MNIST models: about 1-1.5; 8 = a uniform model)."""
+    return nll_bits_from_log_prob(log_prob, n_dims, n_bins) / n_dims
+
+
+def complexity_score(nll_bits: Any, complexity_bits: Any) -> np.ndarray:
+    """S(x) = NLL_bits(x) - L(x), equation (3) (Serra et al. 2020); both in bits, (N,) -> (N,) float64."""
+    nll = np.asarray(nll_bits.detach().cpu() if isinstance(nll_bits, Tensor) else nll_bits, dtype=np.float64)
+    bits = np.asarray(complexity_bits.detach().cpu() if isinstance(complexity_bits, Tensor) else complexity_bits,
+                      dtype=np.float64)
+    if nll.ndim != 1 or nll.shape != bits.shape:
+        raise ValueError(f"nll_bits and complexity_bits must be 1-D of the same length, got {nll.shape} and {bits.shape}")
+    if not (np.isfinite(nll).all() and np.isfinite(bits).all()):
+        raise ValueError("nll_bits and complexity_bits must be finite")
+    return nll - bits
+
+
+def glow_loss(model: GlowFlow, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    """Training loss: mean bits per dimension of the uniformly dequantised batch (B, C, S, S) in [0, 1]."""
+    (x,) = batch
+    y = dequantize(x, "uniform")
+    bpd = bits_per_dim(model.log_prob(y), model.n_dims).mean()
+    return {"loss": bpd}
+
+
+class _BudgetReached(Exception):
+    pass
+
+
+def _chunk_loader(images: Tensor, batch_size: int, steps_per_epoch: int, seed: int) -> DataLoader:
+    """Each pass ("epoch") yields ``steps_per_epoch`` batches drawn without replacement (reshuffled
+    when the images run out), from a generator seeded with ``seed``: same batches every run."""
+    gen = torch.Generator().manual_seed(int(seed))
+    dataset = TensorDataset(images)
+    sampler = RandomSampler(dataset, num_samples=steps_per_epoch * batch_size, generator=gen)
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last=True))
+
+
+def train_glow(model: GlowFlow, images: Tensor, config: GlowConfig, *, seed: int = 0,
+               device: torch.device | str | None = None, time_budget_s: float | None = None,
+               on_epoch_end: Callable[[int, Any], None] | None = None, progress: bool = False):
+    """Train ``model`` on images (N, C, S, S) in [0, 1] by minimising bits per dimension.
+
+    Uses ``course_utils.training.train`` with Adam(lr), ``max_grad_norm`` clipping and its NaN
+    guard; ``config.steps`` batches in epochs of ``config.steps_per_epoch``. ``time_budget_s``
+    stops after the first epoch that ends past the budget (the budget counts training only, not
+    ``on_epoch_end``). Returns the History (``losses``: training bpd per epoch).
+
+    Raises:
+        NonFiniteLossError: the bpd or a gradient became NaN / inf (message: what to try).
+    """
+    from ..training import NonFiniteLossError, train
+
+    _check_images(images, "images")
+    config.validate(int(images.shape[-1]))
+    epochs = max(1, math.ceil(config.steps / config.steps_per_epoch))
+    loader = _chunk_loader(images, config.batch_size, config.steps_per_epoch, seed)
+    state: dict[str, Any] = {"history": None, "extra": 0.0, "start": time.perf_counter()}
+
+    def end_of_epoch(epoch: int, history) -> None:
+        state["history"] = history
+        t0 = time.perf_counter()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+        state["extra"] += time.perf_counter() - t0
+        if time_budget_s is not None and time.perf_counter() - state["start"] - state["extra"] >= time_budget_s:
+            raise _BudgetReached
+
+    # ActNorm initialises itself from the first batch it sees (data-dependent init, Glow Sec. 3.1)
+    try:
+        history = train(model, glow_loss, loader, epochs=epochs, lr=config.lr, batch_size=config.batch_size,
+                        seed=seed, max_grad_norm=config.max_grad_norm, device=device, progress=progress,
+                        desc="Glow", on_epoch_end=end_of_epoch)
+    except _BudgetReached:
+        history = state["history"]
+        history.seconds = time.perf_counter() - state["start"] - state["extra"]
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(
+            f"Glow training diverged: {error} For a flow, a NaN usually means a coupling scale exploded: "
+            f"lower lr (now {config.lr:g}), lower the clamp (now {config.clamp:g}) or max_grad_norm "
+            f"(now {config.max_grad_norm:g}).",
+            epoch=error.epoch, step=error.step, quantity=error.quantity, value=error.value, history=error.history,
+        ) from error
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def images_log_prob(flow: GlowFlow, images: Tensor, mode: str = "center", *, generator: torch.Generator | None = None,
+                    batch_size: int = 500) -> Tensor:
+    """log p_Y(y) in nats of the dequantised images (N, C, S, S) in [0, 1], (N,) float64 on the CPU.
+
+    The flow is put in eval mode; dequantization noise (``mode="uniform"``) is drawn on the CPU
+    from ``generator``, image after image, so the result does not depend on the device."""
+    _check_images(images, "images")
+    flow.eval()
+    device = next(flow.parameters()).device
+    out = []
+    for chunk in images.split(batch_size):
+        y = dequantize(chunk.cpu(), mode, generator=generator).to(device)
+        out.append(flow.log_prob(y).double().cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def test_bits_per_dim(flow: GlowFlow, images: Tensor, *, seed: int = 0, batch_size: int = 500) -> float:
+    """Mean test bpd of images (N, C, S, S) in [0, 1]: uniform dequantization noise from a generator
+    seeded with ``seed`` (reproducible)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    log_p = images_log_prob(flow, images, "uniform", generator=gen, batch_size=batch_size)
+    return float(bits_per_dim(log_p, int(np.prod(images.shape[1:]))).mean())
+
+
+test_bits_per_dim.__test__ = False  # not a pytest test
+
+
+# --------------------------------------------------------------------------------------
+# Detector
+# --------------------------------------------------------------------------------------
+
+
+class GlowDetector:
+    """Train a :class:`GlowFlow` on normal images and score images; the ``protocol`` detector interface.
+
+    ``fit`` trains through :func:`train_glow` inside ``train_or_load``; the checkpoint is keyed by
+    the config, seed and a fingerprint of the training data, NOT by the score, so ``score="nll"``
+    and ``score="complexity"`` detectors share one trained model.
+
+    Args:
+        config: model and training settings (default :data:`FULL_CONFIG`).
+        score: ``"nll"`` (NLL_bits) or ``"complexity"`` (NLL_bits - PNG bits), higher = more anomalous.
+        seed: seeds initialisation, mixing layers, batches and dequantization noise.
+        device, cache, progress: as usual; ``batch_size_eval`` images per scoring batch.
+    """
+
+    def __init__(self, config: GlowConfig | None = None, *, score: str = "nll", seed: int = 0,
+                 device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
+                 batch_size_eval: int = 500) -> None:
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.config = (config or FULL_CONFIG).validate()
+        self.score_kind, self.seed = score, int(seed)
+        self.device = torch.device(device) if device is not None else course_config.get_device(verbose=False)
+        self.cache, self.progress, self.batch_size_eval = cache, progress, batch_size_eval
+        self.model: GlowFlow | None = None
+        self.history = None
+        self.loaded_from_cache = False
+
+    def cache_config(self, train_images: Tensor) -> dict[str, Any]:
+        """Everything that determines the trained weights (not the score)."""
+        from .autoencoder import data_fingerprint
+
+        return {"model": "GlowFlow-v1", **self.config.to_dict(), "image_shape": list(train_images.shape[1:]),
+                "seed": self.seed, "data": data_fingerprint(train_images)}
+
+    def fit(self, train_images: Tensor, *, time_budget_s: float | None = None) -> "GlowDetector":
+        """Train on NORMAL images (N, C, S, S) in [0, 1], S = 28 or 32 (or load the cached model)."""
+        from ..training import train_or_load
+
+        _check_images(train_images, "train_images")
+        self.config.validate(int(train_images.shape[-1]))
+        course_config.seed_everything(self.seed)
+        self.model = GlowFlow(self.config, tuple(train_images.shape[1:]), seed=self.seed).to(self.device)
+        name = f"glow-L{self.config.n_levels}-K{self.config.steps_per_level}-h{self.config.hidden}"
+
+        def run():
+            return train_glow(self.model, train_images, self.config, seed=self.seed, device=self.device,
+                              time_budget_s=time_budget_s, progress=self.progress)
+
+        cfg = self.cache_config(train_images)
+        if time_budget_s is not None:
+            cfg["time_budget_s"] = float(time_budget_s)
+        if self.cache:
+            self.history, self.loaded_from_cache = train_or_load(self.model, name, cfg, run, verbose=self.progress)
+        else:
+            self.history, self.loaded_from_cache = run(), False
+        self.model.eval()
+        return self
+
+    def _require_fit(self) -> GlowFlow:
+        if self.model is None:
+            raise RuntimeError("call fit(train_images) before scoring")
+        return self.model
+
+    def log_prob(self, images: Tensor, mode: str = "center", *, generator: torch.Generator | None = None) -> Tensor:
+        """log p_Y(y) in nats of the dequantised images, (N,) float64 on the CPU."""
+        return images_log_prob(self._require_fit(), images, mode, generator=generator,
+                               batch_size=self.batch_size_eval)
+
+    def nll_bits(self, images: Tensor) -> Tensor:
+        """NLL_bits(x) of each image at the bin centres, (N,) float64 (equation 2)."""
+        return nll_bits_from_log_prob(self.log_prob(images, "center"), int(np.prod(images.shape[1:])))
+
+    def bits_per_dim(self, images: Tensor, *, seed: int = 0) -> Tensor:
+        """Test bpd per image with uniform dequantization noise from a generator seeded with ``seed``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        return bits_per_dim(self.log_prob(images, "uniform", generator=gen), int(np.prod(images.shape[1:])))
+
+    def score_parts(self, images: Tensor) -> dict[str, np.ndarray]:
+        """``{"nll_bits", "png_bits", "complexity"}``, (N,) float64 arrays."""
+        nll = self.nll_bits(images).numpy()
+        bits = png_bits(images)
+        return {"nll_bits": nll, "png_bits": bits, "complexity": complexity_score(nll, bits)}
+
+    def score(self, images: Tensor) -> Tensor:
+        """Anomaly score (N,) float64, higher = more anomalous: NLL_bits or NLL_bits - L(x)."""
+        if self.score_kind == "nll":
+            return self.nll_bits(images)
+        return torch.from_numpy(self.score_parts(images)["complexity"])
+
+    def sample(self, n: int, temperature: float = 1.0, *, seed: int = 0) -> Tensor:
+        """n samples (n, C, S, S) in [0, 1] at temperature T, on the CPU."""
+        gen = torch.Generator().manual_seed(int(seed))
+        return self._require_fit().sample(n, temperature, generator=gen).cpu()
+
+
+# --------------------------------------------------------------------------------------
+# Patch-level heat maps
+# --------------------------------------------------------------------------------------
+
+
+def patch_scores(detector: GlowDetector, images: Tensor, *, stride: int = 2, patch: int | None = None) -> Tensor:
+    """Patch-level NLL heat maps (N, 1, S, S) from a Glow trained on PATCHES of side ``patch``.
+
+    Every patch (overlapping, step ``stride``) of each image is scored with the detector's NLL in
+    bits per dimension; a pixel's heat is the mean over the patches that contain it. The
+    detector must have been fitted on patches of the same side (see :func:`extract_patches`).
+    """
+    model = detector._require_fit()
+    p = model.image_shape[-1] if patch is None else int(patch)
+    if p != model.image_shape[-1]:
+        raise ValueError(f"the detector was trained on {model.image_shape[-1]} px patches, not {p} px")
+    _check_images(images, "images")
+    n, c, h, w = images.shape
+    if stride < 1 or p > min(h, w):
+        raise ValueError(f"need 1 <= stride and patch side {p} <= image side {min(h, w)}")
+    patches, positions = extract_patches(images, p, stride)
+    bpd = (detector.nll_bits(patches.reshape(-1, c, p, p)) / (c * p * p)).reshape(n, -1).float()
+    heat = torch.zeros(n, 1, h, w)
+    count = torch.zeros(1, 1, h, w)
+    for j, (top, left) in enumerate(positions):
+        heat[:, :, top:top + p, left:left + p] += bpd[:, j].view(n, 1, 1, 1)
+        count[:, :, top:top + p, left:left + p] += 1
+    return heat / count
+
+
+def extract_patches(images: Tensor, patch: int, stride: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """All patches of side ``patch`` at step ``stride`` (the last row / column always included).
+
+    Returns (patches (N, P, C, patch, patch), [(top, left)] * P)."""
+    _check_images(images, "images")
+    h, w = images.shape[-2:]
+    if patch > min(h, w) or patch < 1 or stride < 1:
+        raise ValueError(f"need 1 <= patch <= {min(h, w)} and stride >= 1, got patch={patch}, stride={stride}")
+    tops = sorted(set(list(range(0, h - patch + 1, stride)) + [h - patch]))
+    lefts = sorted(set(list(range(0, w - patch + 1, stride)) + [w - patch]))
+    positions = [(t, l) for t in tops for l in lefts]
+    patches = torch.stack([images[:, :, t:t + patch, l:l + patch] for t, l in positions], 1)
+    return patches, positions
+

@@ -1,0 +1,222 @@
+"""Glow (course_utils.models.glow): invertibility, exact log-det, bits/dim, scores, training guards."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import config, protocol
+from course_utils.models.glow import (FAST_CONFIG, ChannelPermutation, GlowConfig, GlowDetector, GlowFlow,
+                                      HouseholderConv1x1, bits_per_dim, complexity_score, dequantize,
+                                      extract_patches, nll_bits_from_log_prob, patch_scores, png_bits, train_glow)
+from course_utils.training import NonFiniteLossError
+
+TINY = GlowConfig(n_levels=2, steps_per_level=2, hidden=8, steps=4, steps_per_epoch=2, batch_size=8)
+
+
+def _randomised(flow: GlowFlow, seed: int = 0, scale: float = 0.3) -> GlowFlow:
+    """Give the zero-initialised coupling outputs random weights, so the flow is far from identity."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in flow.modules():
+            if isinstance(module, torch.nn.Conv2d) and not module.weight.abs().sum():
+                module.weight.copy_(scale * torch.randn(module.weight.shape, generator=gen))
+                module.bias.copy_(scale * torch.randn(module.bias.shape, generator=gen))
+    return flow
+
+
+def _images(n: int, side: int = 28, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, side, side, generator=gen) * 255).round() / 255
+
+
+@pytest.mark.parametrize("mixing,split_prior", [("householder", False), ("permute", False), ("householder", True)])
+def test_x_to_z_to_x_reconstructs(mixing, split_prior):
+    config.seed_everything(0)
+    flow = _randomised(GlowFlow(TINY.replace(mixing=mixing, split_prior=split_prior), (1, 28, 28)))
+    y = dequantize(_images(6))
+    flow(y)  # ActNorm data-dependent initialisation on a first batch
+    with torch.no_grad():
+        z, log_det = flow(y)
+        back = flow.inverse(z)
+    assert z.shape == (6, 784) and log_det.shape == (6,)
+    assert (back - y).abs().max() < 1e-4
+    assert (z - flow(y)[0]).abs().max() < 1e-6  # deterministic
+
+
+@pytest.mark.parametrize("split_prior", [False, True])
+def test_log_det_equals_brute_force_jacobian(split_prior):
+    torch.manual_seed(0)
+    cfg = GlowConfig(n_levels=2, steps_per_level=2, hidden=4, split_prior=split_prior)
+    flow = _randomised(GlowFlow(cfg, (1, 4, 4)), scale=0.5).double()
+    flow(torch.rand(5, 1, 4, 4, dtype=torch.float64) * 0.8 + 0.1)  # initialise ActNorm
+    for i in range(3):
+        y = torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) * 0.9 + 0.05
+        jacobian = torch.autograd.functional.jacobian(lambda v: flow(v.reshape(1, 1, 4, 4))[0][0], y.reshape(-1))
+        sign, brute = torch.linalg.slogdet(jacobian)
+        with torch.no_grad():
+            _, log_det = flow(y)
+        assert sign != 0
+        assert abs(float(log_det[0]) - float(brute)) < 1e-8, (float(log_det[0]), float(brute))
+
+
+def test_householder_is_orthogonal_and_permutation_leaves_numpy_rng_alone():
+    layer = HouseholderConv1x1([(5, 2, 2)], seed=3)
+    w = layer.weight()
+    assert torch.allclose(w @ w.T, torch.eye(5), atol=1e-5)
+    state = np.random.get_state()
+    a = ChannelPermutation([(6, 2, 2)], seed=1)
+    after = np.random.get_state()
+    assert state[0] == after[0] and np.array_equal(state[1], after[1]) and state[2] == after[2]
+    assert sorted(a.perm.tolist()) == list(range(6))
+    assert torch.equal(a.perm, ChannelPermutation([(6, 2, 2)], seed=1).perm)
+
+
+def test_bpd_of_a_standard_gaussian_by_hand():
+    # No logit (alpha = 0: u = y - 1/2), ActNorm at identity, zero couplings (their init), orthogonal
+    # mixing: z is a rotation of y - 1/2, so log p(y) = -|y - 1/2|^2 / 2 - D/2 log(2 pi).
+    flow = GlowFlow(GlowConfig(n_levels=2, steps_per_level=1, hidden=4, logit_alpha=0.0), (1, 4, 4))
+    for module in flow.modules():
+        if hasattr(module, "init_on_next_batch"):
+            module.init_on_next_batch = False
+    d = 16
+    y = torch.full((1, 1, 4, 4), 0.5)
+    with torch.no_grad():
+        log_p = flow.log_prob(y)
+    assert abs(float(log_p) + d / 2 * math.log(2 * math.pi)) < 1e-4
+    # by hand: -log2 p = D/2 log2(2 pi) bits, plus 8 bits per dimension for the 256 bins
+    expected_bpd = 0.5 * math.log2(2 * math.pi) + 8.0
+    assert abs(float(bits_per_dim(log_p, d)) - expected_bpd) < 1e-5
+    y2 = torch.full((1, 1, 4, 4), 0.5)
+    y2[0, 0, 0, 0] = 1.5  # |y - 1/2|^2 = 1 -> log p drops by exactly 1/2 nat
+    with torch.no_grad():
+        assert abs(float(flow.log_prob(y2)) - (float(log_p) - 0.5)) < 1e-4
+    assert float(nll_bits_from_log_prob(torch.tensor([-math.log(2.0)]), 1, 2)) == pytest.approx(2.0)
+
+
+def test_png_bits_are_deterministic():
+    images = _images(5)
+    first, second = png_bits(images), png_bits(images.clone())
+    assert np.array_equal(first, second)
+    flat = torch.zeros(1, 1, 28, 28)
+    assert png_bits(flat)[0] < first.min()  # a black image compresses much better than noise
+
+
+def _fit_fast(score: str = "nll", **kwargs) -> GlowDetector:
+    return GlowDetector(FAST_CONFIG, score=score, device="cpu", **kwargs).fit(_images(48, seed=1))
+
+
+def test_complexity_score_is_nll_bits_minus_png_bits_and_shares_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    nll_det = _fit_fast("nll")
+    assert not nll_det.loaded_from_cache
+    complexity_det = _fit_fast("complexity")
+    assert complexity_det.loaded_from_cache  # same checkpoint, only the score differs
+    test = _images(7, seed=2)
+    nll = nll_det.score(test).numpy()
+    expected = nll - png_bits(test)
+    assert np.allclose(complexity_det.score(test).numpy(), expected, atol=1e-6)
+    assert np.allclose(complexity_score(nll, png_bits(test)), expected)
+    bpd = nll_det.bits_per_dim(test)
+    assert bpd.shape == (7,) and torch.isfinite(bpd).all()
+    assert len(list(tmp_path.glob("glow-*.pt"))) == 1
+
+
+def test_seeded_training_is_deterministic():
+    a = _fit_fast(cache=False)
+    b = _fit_fast(cache=False)
+    test = _images(5, seed=3)
+    assert torch.equal(a.score(test), b.score(test))
+    assert a.history.losses == b.history.losses
+
+
+def test_temperature_sampling_shape_and_range():
+    det = _fit_fast(cache=False)
+    samples = det.sample(6, temperature=0.7, seed=1)
+    assert samples.shape == (6, 1, 28, 28)
+    assert samples.min() >= 0 and samples.max() <= 1
+    assert torch.equal(samples, det.sample(6, temperature=0.7, seed=1))
+    cold = det.sample(3, temperature=0.0)
+    assert torch.allclose(cold[0], cold[1]) and torch.allclose(cold[1], cold[2])  # T = 0: z = 0 for all
+    with pytest.raises(ValueError, match="temperature"):
+        det.sample(2, temperature=-1.0)
+
+
+def test_nan_injection_stops_training_with_a_clear_message():
+    config.seed_everything(0)
+    flow = GlowFlow(TINY, (1, 28, 28))
+    last_conv = [m for m in flow.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last_conv.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"Glow training diverged: non-finite loss .*lower lr"):
+        train_glow(flow, _images(16), TINY, device="cpu")
+
+
+def test_time_budget_stops_training():
+    config.seed_everything(0)
+    flow = GlowFlow(TINY.replace(steps=1000), (1, 28, 28))
+    history = train_glow(flow, _images(16), TINY.replace(steps=1000), device="cpu", time_budget_s=1e-9)
+    assert history.epochs_run == 1 and len(history.losses) == 1
+
+
+def test_split_prior_is_left_out_of_the_cache_key_while_off():
+    assert "split_prior" not in FAST_CONFIG.to_dict()
+    assert FAST_CONFIG.replace(split_prior=True).to_dict()["split_prior"] is True
+
+
+def test_bad_inputs_raise_value_error():
+    with pytest.raises(ValueError, match="n_levels"):
+        GlowConfig(n_levels=0).validate()
+    with pytest.raises(ValueError, match="divisible"):
+        GlowFlow(GlowConfig(n_levels=3), (1, 28, 28))
+    with pytest.raises(ValueError, match="mixing"):
+        GlowConfig(mixing="lu").validate()
+    with pytest.raises(ValueError, match="score"):
+        GlowDetector(score="likelihood")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        dequantize(torch.full((1, 1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match="mode"):
+        dequantize(torch.zeros(1, 1, 4, 4), "gaussian")
+    with pytest.raises(ValueError, match="same length"):
+        complexity_score(np.zeros(3), np.zeros(4))
+    flow = GlowFlow(TINY, (1, 28, 28))
+    with pytest.raises(ValueError, match="shape"):
+        flow(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="latents"):
+        flow.inverse(torch.zeros(2, 10))
+    with pytest.raises(RuntimeError, match="fit"):
+        GlowDetector(FAST_CONFIG).score(_images(2))
+
+
+def test_patch_heat_maps_have_image_shape():
+    patches, positions = extract_patches(_images(2), 8, 4)
+    assert patches.shape == (2, len(positions), 1, 8, 8) and positions[-1] == (20, 20)
+    det = GlowDetector(FAST_CONFIG.replace(n_levels=1), device="cpu", cache=False).fit(
+        extract_patches(_images(8), 8, 4)[0].reshape(-1, 1, 8, 8))
+    heat = patch_scores(det, _images(2), stride=4)
+    assert heat.shape == (2, 1, 28, 28) and torch.isfinite(heat).all()
+
+
+def test_methods_are_registered():
+    for name in ("glow-nll", "glow-complexity"):
+        detector = protocol.METHODS[name](0, True)
+        assert isinstance(detector, GlowDetector)
+    assert protocol.METHODS["glow-complexity"](0, True).score_kind == "complexity"
+
+
+def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
+    import json
+
+    from benchmarks import glow_bpd
+    from benchmarks.report import render_readme
+
+    assert glow_bpd.main(["--source", "sample", "--out-dir", str(tmp_path), "--eval-every", "1", "--n-eval", "50",
+                          "--budget-s", "600"]) == 0
+    record = json.loads((tmp_path / "glow_bpd__mnist.json").read_text())
+    assert record["protocol"] == "bits-per-dim" and record["fast_mode"] is True
+    assert 0 < record["test_bpd"] < 9 and record["steps_run"] == FAST_CONFIG.steps
+    assert [p["epoch"] for p in record["curve"]] == [1, 2] and all("test_bpd_subset" in p for p in record["curve"])
+    assert "Glow bits per dimension on MNIST" in render_readme(tmp_path).read_text()
