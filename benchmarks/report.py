@@ -27,6 +27,8 @@ METHOD_INFO = {
     "knn": ("5-NN distance in pixel space", "00"),
     "ae-l2": ("convolutional autoencoder, L2 loss, MSE score", "01"),
     "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
+    "fanogan": ("f-AnoGAN: WGAN-GP + izif encoder, MSE + critic-feature score", "02"),
+    "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }
 
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one
