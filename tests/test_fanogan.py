@@ -118,6 +118,7 @@ def test_encoder_training_lowers_the_izif_loss():
     assert all(p.grad is None for p in gan.parameters())  # G and D stay frozen
 
 
+@torch.no_grad()
 def test_encoder_losses_follow_the_equations():
     seed_everything(1)
     gan, encoder = fa.WGAN(8, 4).eval(), fa.Encoder(8, 4)
