@@ -29,6 +29,8 @@ METHOD_INFO = {
     "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
     "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "03"),
     "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "03"),
+    "fanogan": ("f-AnoGAN: WGAN-GP + izif encoder, MSE + critic-feature score", "02"),
+    "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }
 
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one

@@ -22,6 +22,8 @@ __all__ = [
     "check_val_threshold_best_f1",
     "check_bits_per_dim",
     "check_complexity_score",
+    "check_gradient_penalty",
+    "check_fanogan_ssim_score",
     "ExerciseCheckError",
 ]
 
@@ -254,8 +256,6 @@ def check_aeflow_score(fn: Callable[[Any, Any, float], Any], *, hidden: bool = F
     """
     import math
 
-    import torch
-
     exercise = "aeflow-score"
     for case, z, ssim, beta in _aeflow_score_cases(hidden):
         found = _call(exercise, fn, z.clone(), ssim.clone(), beta)
@@ -396,4 +396,154 @@ def check_complexity_score(fn: Callable[[Any, Any], Any], *, hidden: bool = Fals
             _fail(exercise, case, np.round(expected, 3).tolist(), np.round(found_array, 3).tolist(),
                   "NLL in bits of the whole image (-log p / ln 2 + 8 D, not per dimension) minus png_bits(images)")
     print(f"✓ {exercise}: all {len(_complexity_cases(hidden))} cases agree with the reference")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: WGAN-GP gradient penalty (notebook 02)
+def _gp_cases(hidden: bool) -> list[tuple[str, Any, Any, Any, Any, float | None]]:
+    """(case, critic, real, fake, eps, closed-form value or None)."""
+    import torch
+    from torch import nn
+
+    class Linear(nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = nn.Parameter(weight)
+
+        def forward(self, x):
+            return (x.flatten(1) * self.weight.flatten()).sum(1)
+
+    gen = torch.Generator().manual_seed(17 if not hidden else 4711)
+    w = torch.randn(1, 8, 8, generator=gen)
+    real, fake = torch.rand(6, 1, 8, 8, generator=gen), torch.rand(6, 1, 8, 8, generator=gen)
+    eps = torch.rand(6, generator=gen)
+    torch.manual_seed(3 if not hidden else 99)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(64, 1))
+    cases = [
+        ("linear critic with a unit-norm weight (penalty 0)", Linear(w / w.norm()), real, fake, eps, 0.0),
+        ("linear critic with weight norm 3 (penalty 4)", Linear(3 * w / w.norm()), real, fake, eps, 4.0),
+        ("small conv critic", conv, real, fake, eps, None),
+    ]
+    if hidden:
+        from .models.fanogan import Critic
+
+        torch.manual_seed(5)
+        critic = Critic(width=4, image_size=28)
+        r, f = torch.rand(3, 1, 28, 28, generator=gen), torch.rand(3, 1, 28, 28, generator=gen)
+        cases += [
+            ("eps 0 and 1: the fake and the real images themselves", conv, real[:2], fake[:2],
+             torch.tensor([0.0, 1.0]), None),
+            ("the course's Critic on 28 px images", critic, r, f, torch.rand(3, generator=gen), None),
+            ("one image", conv, real[:1], fake[:1], torch.tensor([0.3]), None),
+        ]
+    return cases
+
+
+def check_gradient_penalty(fn: Callable, *, hidden: bool = False) -> bool:
+    """Check ``fn(critic, real, fake, eps) -> penalty``, the WGAN-GP gradient penalty.
+
+    Expected: x_hat = eps x_real + (1 - eps) x_fake (one eps per image, broadcast over
+    C, H, W), penalty = mean over images of (||grad_x D(x_hat)||_2 - 1)^2, as a scalar
+    tensor that is differentiable with respect to the critic's parameters (so
+    ``create_graph=True``); agreement of value and parameter gradients to 1e-5.
+    """
+    import torch
+
+    from .models.fanogan import gradient_penalty
+
+    exercise = "gradient-penalty"
+    for case, critic, real, fake, eps, closed_form in _gp_cases(hidden):
+        critic.zero_grad(set_to_none=True)
+        expected_t = gradient_penalty(critic, real, fake, eps=eps)
+        expected = float(expected_t.detach())
+        params = list(critic.parameters())
+        # (a bias of the last layer does not change the input gradient: its gradient is zero)
+        expected_grads = [torch.zeros_like(p) if g is None else g
+                          for p, g in zip(params, torch.autograd.grad(expected_t, params, allow_unused=True))]
+        if closed_form is not None:
+            assert abs(expected - closed_form) < 1e-5, "reference implementation disagrees with the closed form"
+        found_t = _call(exercise, fn, critic, real.clone(), fake.clone(), eps.clone())
+        if not isinstance(found_t, torch.Tensor) or found_t.numel() != 1:
+            _fail(exercise, case, "a scalar tensor", type(found_t).__name__ if not isinstance(found_t, torch.Tensor)
+                  else f"a tensor of shape {tuple(found_t.shape)}", "average the per-image penalties with .mean()")
+        found = float(found_t.detach())
+        if not np.isfinite(found) or abs(found - expected) > 1e-5 * max(1.0, abs(expected)):
+            hint = ("the norm is taken per image over all pixels: grad.flatten(1).norm(dim=1); then (norm - 1)^2, "
+                    "then the mean over images")
+            if abs(found - expected) > 1e-5 and closed_form == 0.0:
+                hint = ("a critic whose input gradient has norm 1 everywhere must get penalty 0: penalise "
+                        "(||grad|| - 1)^2, not ||grad||^2")
+            _fail(exercise, f"{case}: penalty", round(expected, 6), found, hint)
+        if not found_t.requires_grad:
+            _fail(exercise, f"{case}: gradient with respect to the critic's weights", "a differentiable penalty",
+                  "a tensor without grad_fn",
+                  "call torch.autograd.grad(..., create_graph=True) so the penalty can be back-propagated")
+        found_grads = [torch.zeros_like(p) if g is None else g
+                       for p, g in zip(params, torch.autograd.grad(found_t, params, allow_unused=True))]
+        for g_found, g_expected in zip(found_grads, expected_grads):
+            if not torch.allclose(g_found, g_expected, atol=1e-5, rtol=1e-4):
+                _fail(exercise, f"{case}: gradient with respect to the critic's weights", "the reference gradient",
+                      "other values", "interpolate with the given eps (one per image), detach nothing inside the "
+                      "penalty except the fake images, and use create_graph=True")
+    print(f"✓ {exercise}: value and weight gradients agree with the reference in all {len(_gp_cases(hidden))} cases")
+    return True
+
+
+# --------------------------------------------------------------------------- exercise: SSIM-based f-AnoGAN score (notebook 02)
+def _fanogan_ssim_cases(hidden: bool) -> list[tuple[str, Any, Any, Any, Any, float]]:
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(23 if not hidden else 2718)
+
+    def smooth(n, side):
+        return F.avg_pool2d(torch.rand(n, 1, side, side, generator=gen), 3, 1, 1)
+
+    x = smooth(5, 28)
+    x_rec = (x + 0.1 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    f_x, f_rec = torch.randn(5, 64, generator=gen), torch.randn(5, 64, generator=gen)
+    cases = [
+        ("perfect reconstruction, equal features", x, x.clone(), f_x, f_x.clone(), 1.0),
+        ("noisy reconstruction, kappa 1", x, x_rec, f_x, f_rec, 1.0),
+        ("noisy reconstruction, kappa 0.1", x, x_rec, f_x, f_rec, 0.1),
+    ]
+    if hidden:
+        y = smooth(3, 32)
+        cases += [
+            ("kappa 0: image term only", x, x_rec, f_x, f_rec, 0.0),
+            ("32 px images, 10 features", y, smooth(3, 32), torch.randn(3, 10, generator=gen),
+             torch.randn(3, 10, generator=gen), 2.0),
+            ("one image", x[:1], x_rec[:1], f_x[:1], f_rec[:1], 1.0),
+        ]
+    return cases
+
+
+def check_fanogan_ssim_score(fn: Callable, *, hidden: bool = False) -> bool:
+    """Check ``fn(x, x_rec, f_x, f_rec, kappa) -> scores`` (one per image): f-AnoGAN's score with
+    the image MSE replaced by 1 - SSIM.
+
+    Expected: (1 - SSIM(x, x_rec)) + kappa (1/n_d) ||f_x - f_rec||^2 per image, SSIM from
+    ``pytorch_msssim.ssim(x, x_rec, data_range=1.0, size_average=False)`` (11 px Gaussian
+    window, sigma 1.5: the defaults; one channel); agreement to 1e-5.
+    """
+    from pytorch_msssim import ssim
+
+    exercise = "fanogan-ssim-score"
+    for case, x, x_rec, f_x, f_rec, kappa in _fanogan_ssim_cases(hidden):
+        image = 1 - ssim(x, x_rec, data_range=1.0, size_average=False)
+        feature = (f_x - f_rec).square().mean(1)
+        expected = (image + kappa * feature).double().numpy()
+        found = _call(exercise, fn, x.clone(), x_rec.clone(), f_x.clone(), f_rec.clone(), kappa)
+        found_array = np.asarray(found.detach().cpu() if hasattr(found, "detach") else found, dtype=np.float64)
+        if found_array.shape != expected.shape:
+            _fail(exercise, case, f"one score per image, shape {expected.shape}", f"shape {found_array.shape}",
+                  "use size_average=False so SSIM is one value per image, and average the feature "
+                  "differences over the feature dimension only (dim=1)")
+        if not np.allclose(found_array, expected, atol=1e-5, rtol=1e-5):
+            wrong_range = (1 - ssim(x, x_rec, data_range=255, size_average=False) + kappa * feature).double().numpy()
+            hint = "score = (1 - SSIM(x, x_rec)) + kappa * mean((f_x - f_rec)^2 over features), per image"
+            if np.allclose(found_array, wrong_range, atol=1e-5):
+                hint = "pytorch_msssim assumes data_range=255; our images are in [0, 1]: pass data_range=1.0"
+            _fail(exercise, case, np.round(expected, 5).tolist(), np.round(found_array, 5).tolist(), hint)
+    print(f"✓ {exercise}: all {len(_fanogan_ssim_cases(hidden))} cases agree with the reference")
     return True

@@ -89,6 +89,24 @@ def _glow_nll(seed: int, fast: bool) -> Detector:
 def _glow_complexity(seed: int, fast: bool) -> Detector:
     return _glow("complexity", seed, fast)
 
+def _fanogan(score: str, seed: int, fast: bool) -> Detector:
+    """Notebook 02's f-AnoGAN (WGAN-GP, izif encoder, kappa = 1). ``fanogan`` scores with the
+    image MSE + feature residual of Schlegl et al. 2019, ``fanogan-ssim`` with 1 - SSIM +
+    feature residual; both load the SAME cached GAN and encoder (the score kind is not part
+    of any checkpoint key), so the second method costs no training."""
+    from .models.fanogan import FAST_SETTINGS, FULL_SETTINGS, FAnoGANDetector
+
+    settings = FAST_SETTINGS if fast else FULL_SETTINGS
+    return FAnoGANDetector("izif", score, seed=seed, **settings)
+
+
+def _fanogan_mse(seed: int, fast: bool) -> Detector:
+    return _fanogan("mse", seed, fast)
+
+
+def _fanogan_ssim(seed: int, fast: bool) -> Detector:
+    return _fanogan("ssim", seed, fast)
+
 
 METHODS: dict[str, MethodFactory] = {
     "pca": _pca,
@@ -97,6 +115,8 @@ METHODS: dict[str, MethodFactory] = {
     "ae-ssim": _ae_ssim,
     "glow-nll": _glow_nll,
     "glow-complexity": _glow_complexity,
+    "fanogan": _fanogan_mse,
+    "fanogan-ssim": _fanogan_ssim,
 }
 
 

@@ -14,6 +14,13 @@ Two halves:
   of silently loading a stale one. Files are written atomically: an interrupted save never
   leaves a half-written checkpoint behind.
 
+Adversarial training (f-AnoGAN's WGAN-GP) needs several losses, each minimised by its own
+optimiser in an alternating schedule. For that, ``loss_fn`` may be a list of
+:class:`Objective` s (for example a critic stepped at every batch and a generator stepped
+at every fifth): the same loop, history, progress bar and NaN guard run them, and an
+objective with ``max_abs_loss`` stops training with :class:`DivergenceError` when its loss
+explodes. ``steps=`` gives a fixed budget of loader steps instead of ``epochs=``.
+
 A typical notebook cell::
 
     def loss_fn(model, batch):
@@ -36,7 +43,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -53,6 +60,8 @@ __all__ = [
     "LossFn",
     "History",
     "NonFiniteLossError",
+    "DivergenceError",
+    "Objective",
     "train",
     "config_key",
     "checkpoint_path",
@@ -161,6 +170,52 @@ class NonFiniteLossError(RuntimeError):
         self.quantity = quantity
         self.value = value
         self.history = history
+
+
+class DivergenceError(NonFiniteLossError):
+    """A finite loss left the range an :class:`Objective` declared healthy (``|loss| > max_abs_loss``).
+
+    A subclass of :class:`NonFiniteLossError` (code that catches that catches this too), with
+    the same attributes; ``quantity`` names the objective, e.g. ``"critic loss"``. Raised before
+    the optimiser step, so the model keeps the weights of the last good step.
+    """
+
+
+@dataclass
+class Objective:
+    """One loss minimised by its own optimiser inside :func:`train` (e.g. a GAN's critic or generator).
+
+    Attributes:
+        name: a short label (``"critic"``); logged terms are stored as ``"<name>/<key>"``.
+        loss_fn: ``loss_fn(model, batch)`` -> scalar loss or dict with ``"loss"`` (:data:`LossFn`).
+            Only the parameters held by ``optimizer`` are updated; gradients that the loss
+            leaves on other parameters are cleared by their own objective before use.
+        optimizer: the optimiser of this objective's parameters.
+        every: take a step on this objective at every ``every``-th loader step (1 = each
+            batch). Steps are counted over the whole run, across epochs.
+        max_abs_loss: divergence bound: ``|loss| > max_abs_loss`` raises :class:`DivergenceError`
+            before the step (``None``: only non-finite losses stop training).
+        hint: extra advice appended to this objective's error messages.
+    """
+
+    name: str
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    every: int = 1
+    max_abs_loss: float | None = None
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ValueError(f"Objective name must be a non-empty string without '/', got {self.name!r}.")
+        if not callable(self.loss_fn):
+            raise ValueError(f"Objective {self.name!r}: loss_fn must be a function loss_fn(model, batch) -> loss.")
+        if not isinstance(self.optimizer, torch.optim.Optimizer):
+            raise ValueError(f"Objective {self.name!r}: optimizer must be a torch.optim.Optimizer, "
+                             f"got {type(self.optimizer).__name__}.")
+        _check_positive_int(f"Objective {self.name!r}: every", self.every)
+        if self.max_abs_loss is not None:
+            _check_positive_float(f"Objective {self.name!r}: max_abs_loss", self.max_abs_loss)
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +363,21 @@ def _non_finite_error(
     return NonFiniteLossError(message, epoch=epoch, step=step, quantity=quantity, value=value, history=history)
 
 
+def _divergence_error(
+    *, epoch: int, epochs: int, step: int, n_steps: int | None, name: str, value: float, bound: float, lr: float,
+    history: History, hint: str = "",
+) -> DivergenceError:
+    steps = f"{step}/{n_steps}" if n_steps else str(step)
+    message = (
+        f"training diverged: the {name} loss is {value:.4g} at epoch {epoch}/{epochs}, step {steps}, beyond the "
+        f"bound |loss| <= {bound:g} of a healthy run. {hint}"
+        "The model keeps the weights of the last good step; training stopped instead of continuing with a broken "
+        f"model. Things to try: a lower learning rate (lr={lr:g} now, e.g. lr={lr / 10:g}), and checking that the "
+        "inputs are finite and scaled to [0, 1]."
+    )
+    return DivergenceError(message, epoch=epoch, step=step, quantity=f"{name} loss", value=value, history=history)
+
+
 # --------------------------------------------------------------------------------------
 # The training loop
 # --------------------------------------------------------------------------------------
@@ -315,10 +385,11 @@ def _non_finite_error(
 
 def train(
     model: nn.Module,
-    loss_fn: LossFn,
+    loss_fn: LossFn | Sequence[Objective],
     data: Tensor | tuple[Tensor, ...] | DataLoader,
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
     batch_size: int = 128,
@@ -337,11 +408,21 @@ def train(
         model: any module; it is moved to ``device``, put in ``train()`` mode during
             training and left in ``eval()`` mode afterwards (also after an error).
         loss_fn: ``loss_fn(model, batch)`` -> scalar loss tensor, or a dict with key
-            ``"loss"`` plus scalar terms to log (see :data:`LossFn`).
+            ``"loss"`` plus scalar terms to log (see :data:`LossFn`). Or a list of
+            :class:`Objective` s, each with its own loss function, optimiser and schedule
+            (``every``), run in list order at each loader step: e.g. a GAN's critic
+            (``every=1``) and generator (``every=5``). Then ``lr`` and ``optimizer`` are
+            not used (each objective has its optimiser), AMP is off, the history's
+            ``"loss"`` and ``step_losses`` are the *first* objective's loss, and every
+            objective's terms are logged as ``"<name>/<key>"`` (its epoch mean is over the
+            steps it took).
         data: a tensor ``(N, ...)`` (e.g. images ``(N, C, H, W)`` in [0, 1]), a tuple of
             tensors with ``N`` rows each (batches are then tuples in the same order), or a
             ``DataLoader`` used as is (its batches: a tensor or a tuple/list).
         epochs: number of passes over the data, >= 1.
+        steps: instead of ``epochs``: a fixed budget of loader steps (batches), >= 1; the
+            data are cycled as often as needed and the last epoch may be partial (it is
+            counted as an epoch in the history). Give exactly one of ``epochs`` and ``steps``.
         lr: learning rate of the default optimiser ``Adam(model.parameters(), lr)``;
             ignored when ``optimizer`` is given.
         optimizer: your own optimiser, e.g. for a subset of parameters or other betas.
@@ -355,7 +436,7 @@ def train(
             epoch's mean loss).
         device: default ``config.get_device()``: cuda > mps > cpu.
         amp: mixed precision (float16 autocast + GradScaler); ``None`` means on for CUDA,
-            off elsewhere. Never used off CUDA.
+            off elsewhere. Never used off CUDA, nor with several objectives.
         progress: show a tqdm bar over epochs with the last epoch's loss.
         desc: label of the progress bar.
         on_epoch_end: called as ``on_epoch_end(epoch, history)`` after each epoch, with the
@@ -370,8 +451,13 @@ def train(
         NonFiniteLossError: if the loss, a logged term or (without AMP) the gradient norm
             is NaN / inf, or under AMP more than 20 steps in a row were skipped. The
             offending step is not applied.
+        DivergenceError: (a ``NonFiniteLossError``) an objective's ``|loss|`` exceeded its
+            ``max_abs_loss``; the offending step is not applied.
     """
-    epochs = _check_positive_int("epochs", epochs)
+    if (epochs is None) == (steps is None):
+        raise ValueError("give exactly one of epochs= (passes over the data) and steps= (a budget of batches).")
+    budget_steps = None if steps is None else _check_positive_int("steps", steps)
+    epochs = _check_positive_int("epochs", epochs) if epochs is not None else None
     lr = _check_positive_float("lr", lr)
     batch_size = _check_positive_int("batch_size", batch_size)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -379,25 +465,45 @@ def train(
     clip_norm = math.inf if max_grad_norm is None else _check_positive_float("max_grad_norm", max_grad_norm)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if not callable(loss_fn):
-        raise ValueError("loss_fn must be a function loss_fn(model, batch) -> loss.")
+
+    multi = isinstance(loss_fn, (list, tuple))
+    if multi:
+        objectives = list(loss_fn)
+        if not objectives or not all(isinstance(o, Objective) for o in objectives):
+            raise ValueError("loss_fn as a list must hold one or more Objective(name, loss_fn, optimizer, ...).")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Objective names must be distinct, got {names}.")
+        if optimizer is not None:
+            raise ValueError("with a list of Objectives each objective brings its optimizer; do not pass optimizer=.")
+        if amp:
+            raise ValueError("amp=True is not supported with several objectives; adversarial training runs in float32.")
+    elif not callable(loss_fn):
+        raise ValueError("loss_fn must be a function loss_fn(model, batch) -> loss, or a list of Objectives.")
 
     device = _resolve_device(device)
-    use_amp = _resolve_amp(amp, device)
+    use_amp = False if multi else _resolve_amp(amp, device)
     loader = _make_loader(data, batch_size, seed, device)
     model.to(device)
-    if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    current_lr = optimizer.param_groups[0]["lr"]
+    if not multi:
+        if optimizer is None:
+            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        objectives = [Objective("loss", loss_fn, optimizer)]
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     try:
         n_steps: int | None = len(loader)
     except TypeError:
         n_steps = None
+    if budget_steps is not None:
+        if n_steps is None:
+            raise ValueError("steps= needs a DataLoader with a length (len(loader)); use epochs= instead.")
+        epochs = math.ceil(budget_steps / n_steps)
+    assert epochs is not None
 
     history = History()
     start = time.perf_counter()
     consecutive_skipped = 0
+    global_step = 0
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, unit="epoch")
     try:
         for epoch in bar:
@@ -406,66 +512,86 @@ def train(
             counts: dict[str, int] = {}
             step = 0
             for step, raw_batch in enumerate(loader, start=1):
+                if budget_steps is not None and global_step >= budget_steps:
+                    step -= 1
+                    break
+                global_step += 1
                 batch = _batch_to_device(raw_batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                autocast = torch.amp.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-                with autocast:
-                    loss, terms = _split_loss(loss_fn(model, batch))
+                for index, objective in enumerate(objectives):
+                    if global_step % objective.every:
+                        continue
+                    opt = objective.optimizer
+                    current_lr = opt.param_groups[0]["lr"]
+                    opt.zero_grad(set_to_none=True)
+                    autocast = torch.amp.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+                    with autocast:
+                        loss, terms = _split_loss(objective.loss_fn(model, batch))
 
-                # One device sync for all terms; check them before backward so a bad step never happens.
-                stacked = torch.stack([t.float().reshape(()).to(device) for t in terms.values()])
-                values = dict(zip(terms, stacked.tolist()))
-                for key in ["loss", *(k for k in values if k != "loss")]:
-                    if not math.isfinite(values[key]):
-                        quantity = "loss" if key == "loss" else f"logged term {key!r}"
-                        raise _non_finite_error(
-                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity=quantity,
-                            value=values[key], lr=current_lr, history=history,
+                    # One device sync for all terms; check them before backward so a bad step never happens.
+                    stacked = torch.stack([t.float().reshape(()).to(device) for t in terms.values()])
+                    values = dict(zip(terms, stacked.tolist()))
+                    prefix = f"{objective.name} " if multi else ""
+                    for key in ["loss", *(k for k in values if k != "loss")]:
+                        if not math.isfinite(values[key]):
+                            quantity = f"{prefix}loss" if key == "loss" else f"{prefix}logged term {key!r}"
+                            raise _non_finite_error(
+                                epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity=quantity,
+                                value=values[key], lr=current_lr, history=history, extra=objective.hint,
+                            )
+                    if objective.max_abs_loss is not None and abs(values["loss"]) > objective.max_abs_loss:
+                        raise _divergence_error(
+                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, name=objective.name,
+                            value=values["loss"], bound=objective.max_abs_loss, lr=current_lr, history=history,
+                            hint=objective.hint,
                         )
-                if not loss.requires_grad:
-                    raise ValueError(
-                        "the loss does not depend on any trainable parameter (requires_grad=False); "
-                        "was it computed under torch.no_grad() or detached?"
-                    )
-
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)  # so clipping and the norm see true gradients
-                else:
-                    loss.backward()
-                # clip_grad_norm_ returns the norm before clipping; with max_norm=inf it only measures.
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(_optimised_parameters(optimizer), clip_norm))
-
-                if scaler is not None:
-                    # A non-finite norm under AMP: the scaler skips this step and lowers its scale.
-                    consecutive_skipped = consecutive_skipped + 1 if not math.isfinite(grad_norm) else 0
-                    if consecutive_skipped > MAX_CONSECUTIVE_SKIPPED_STEPS:
-                        raise _non_finite_error(
-                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity="gradient norm",
-                            value=grad_norm, lr=current_lr, history=history,
-                            extra=f"Mixed precision skipped {consecutive_skipped} steps in a row (try amp=False). ",
+                    if not loss.requires_grad:
+                        raise ValueError(
+                            "the loss does not depend on any trainable parameter (requires_grad=False); "
+                            "was it computed under torch.no_grad() or detached?"
                         )
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    if not math.isfinite(grad_norm):
-                        raise _non_finite_error(
-                            epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity="gradient norm",
-                            value=grad_norm, lr=current_lr, history=history,
-                        )
-                    optimizer.step()
 
-                history.step_losses.append(values["loss"])
-                for key, value in values.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + 1
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(opt)  # so clipping and the norm see true gradients
+                    else:
+                        loss.backward()
+                    # clip_grad_norm_ returns the norm before clipping; with max_norm=inf it only measures.
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(_optimised_parameters(opt), clip_norm))
+
+                    if scaler is not None:
+                        # A non-finite norm under AMP: the scaler skips this step and lowers its scale.
+                        consecutive_skipped = consecutive_skipped + 1 if not math.isfinite(grad_norm) else 0
+                        if consecutive_skipped > MAX_CONSECUTIVE_SKIPPED_STEPS:
+                            raise _non_finite_error(
+                                epoch=epoch, epochs=epochs, step=step, n_steps=n_steps, quantity="gradient norm",
+                                value=grad_norm, lr=current_lr, history=history,
+                                extra=f"Mixed precision skipped {consecutive_skipped} steps in a row (try amp=False). ",
+                            )
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        if not math.isfinite(grad_norm):
+                            raise _non_finite_error(
+                                epoch=epoch, epochs=epochs, step=step, n_steps=n_steps,
+                                quantity=f"{prefix}gradient norm", value=grad_norm, lr=current_lr, history=history,
+                                extra=objective.hint,
+                            )
+                        opt.step()
+
+                    if index == 0:
+                        history.step_losses.append(values["loss"])
+                    logged = {f"{objective.name}/{k}": v for k, v in values.items()} if multi else values
+                    if multi and index == 0:
+                        logged["loss"] = values["loss"]
+                    for key, value in logged.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                        counts[key] = counts.get(key, 0) + 1
 
             if step == 0:
                 raise ValueError("the DataLoader yielded no batches; check the dataset and drop_last.")
             _record_epoch(history, sums, counts, seconds=time.perf_counter() - start)
             if scheduler is not None:
                 _step_scheduler(scheduler, history.losses[-1])
-                current_lr = optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{history.losses[-1]:.4g}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, history)

@@ -436,3 +436,116 @@ def test_checkpoint_file_is_plain_weights_only_data(tmp_path):
     assert payload["history"] == history.to_dict()
     assert set(payload["state_dict"]) == {"0.weight", "0.bias", "1.weight", "1.bias"}
     assert isinstance(payload["torch_version"], str)
+
+
+# ----------------------------------------------------------------------------- several objectives, steps budget
+
+
+def _two_objectives(model, every_second=2, max_abs_loss=None, second_loss=None):
+    """Objective "a" trains the encoder half of the autoencoder, "b" the decoder half."""
+    from course_utils.training import Objective
+
+    encoder, decoder = model[0], model[1]
+    opt_a = torch.optim.SGD(encoder.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(decoder.parameters(), lr=0.1)
+    return [
+        Objective("a", lambda m, b: {"loss": mse_loss(m, b), "half": 0.5 * mse_loss(m, b).detach()}, opt_a,
+                  max_abs_loss=max_abs_loss),
+        Objective("b", second_loss or mse_loss, opt_b, every=every_second),
+    ]
+
+
+def test_objectives_alternate_on_their_schedule_and_log_separately():
+    seed_everything(0)
+    model = make_autoencoder()
+    calls = []
+
+    def counted(m, b):
+        calls.append(len(b[0]))
+        return mse_loss(m, b)
+
+    decoder_before = snapshot(model[1])
+    history = quick_train(model, _two_objectives(model, every_second=3, second_loss=counted), make_data(256),
+                          epochs=3, batch_size=64)  # 4 batches per epoch, 12 loader steps
+    assert len(calls) == 4  # steps 3, 6, 9, 12
+    assert len(history.step_losses) == 12  # the first objective's loss at every step
+    assert set(history.logs) == {"loss", "a/loss", "a/half", "b/loss"}
+    assert history.logs["loss"] == history.logs["a/loss"] == history.losses
+    assert history.logs["a/half"] == pytest.approx([0.5 * v for v in history.logs["a/loss"]])
+    assert history.losses[-1] < history.losses[0]
+    assert any(not torch.equal(v, decoder_before[k]) for k, v in model[1].state_dict().items())
+
+
+def test_objectives_touch_only_their_own_parameters():
+    seed_everything(0)
+    model = make_autoencoder()
+    decoder_before = snapshot(model[1])
+    # "b" every 100 steps never runs in 4 steps: the decoder must keep its weights exactly.
+    quick_train(model, _two_objectives(model, every_second=100), make_data(256), epochs=1, batch_size=64)
+    assert_same_weights(model[1], decoder_before)
+
+
+def test_steps_budget_cycles_the_data_and_stops_exactly():
+    seed_everything(0)
+    model = make_autoencoder()
+    history = quick_train(model, mse_loss, make_data(100), epochs=None, steps=7, batch_size=32)  # 4 batches / epoch
+    assert len(history.step_losses) == 7
+    assert history.epochs_run == 2  # one full epoch and a partial one
+    with pytest.raises(ValueError, match="exactly one of epochs"):
+        quick_train(model, mse_loss, make_data(100), epochs=2, steps=7)
+    with pytest.raises(ValueError, match="steps"):
+        quick_train(model, mse_loss, make_data(100), epochs=None, steps=0)
+
+
+def test_exploding_loss_raises_divergence_error_before_the_step():
+    from course_utils.training import DivergenceError
+
+    seed_everything(0)
+    model = make_autoencoder()
+    state = {"calls": 0, "weights": None}
+
+    def exploding(m, b):
+        state["calls"] += 1
+        loss = mse_loss(m, b)
+        if state["calls"] == 3:
+            state["weights"] = snapshot(m)
+            return loss + 1e6
+        return loss
+
+    objectives = _two_objectives(model, max_abs_loss=100.0)
+    objectives[0].loss_fn = exploding
+    with pytest.raises(DivergenceError) as caught:
+        quick_train(model, objectives, make_data(64), epochs=2, batch_size=16)
+    error = caught.value
+    assert isinstance(error, NonFiniteLossError)  # callers that catch NonFiniteLossError catch this too
+    assert "training diverged" in str(error) and "a loss" in str(error) and "100" in str(error)
+    assert "learning rate" in str(error) and "[0, 1]" in str(error)
+    assert (error.epoch, error.step, error.quantity) == (1, 3, "a loss")
+    assert_same_weights(model, state["weights"])
+
+
+def test_non_finite_loss_of_a_second_objective_names_it():
+    seed_everything(0)
+    model = make_autoencoder()
+    objectives = _two_objectives(model, every_second=1, second_loss=lambda m, b: mse_loss(m, b) * math.nan)
+    with pytest.raises(NonFiniteLossError, match="non-finite b loss"):
+        quick_train(model, objectives, make_data(64), epochs=1, batch_size=16)
+
+
+def test_objectives_bad_arguments():
+    from course_utils.training import Objective
+
+    model = make_autoencoder()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="every"):
+        Objective("a", mse_loss, opt, every=0)
+    with pytest.raises(ValueError, match="max_abs_loss"):
+        Objective("a", mse_loss, opt, max_abs_loss=-1.0)
+    with pytest.raises(ValueError, match="name"):
+        Objective("a/b", mse_loss, opt)
+    with pytest.raises(ValueError, match="distinct"):
+        quick_train(model, [Objective("a", mse_loss, opt), Objective("a", mse_loss, opt)], make_data(8))
+    with pytest.raises(ValueError, match="optimizer"):
+        quick_train(model, [Objective("a", mse_loss, opt)], make_data(8), optimizer=opt)
+    with pytest.raises(ValueError, match="amp"):
+        quick_train(model, [Objective("a", mse_loss, opt)], make_data(8), amp=True)

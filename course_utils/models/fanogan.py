@@ -1,0 +1,639 @@
+"""f-AnoGAN (Schlegl et al. 2019): a WGAN-GP of normal images, an encoder into its latent
+space, and an anomaly score from image and critic-feature residuals.
+
+Pipeline, for images x in [0, 1] of shape (N, C, S, S), S = 28 or 32:
+
+1. **WGAN-GP** (Gulrajani et al. 2017) on normal images only: a DCGAN-style generator
+   G: z -> x (z uniform in [-1, 1]^d) and a convolutional critic D: x -> R, trained with
+
+       L_D = E[D(G(z))] - E[D(x)] + lambda E[(||grad D(x_hat)||_2 - 1)^2],   L_G = -E[D(G(z))],
+
+   x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per image, lambda = 10, 5 critic steps per
+   generator step, Adam with betas (0.0, 0.9) as in Algorithm 1 of Gulrajani et al. 2017
+   (which the f-AnoGAN code inherited) but lr 1e-3 instead of their 1e-4: our budget is a
+   few hundred generator iterations on one CPU thread instead of ~1e5 on a GPU, and with
+   1e-4 the critic's Wasserstein estimate had barely moved after 200 iterations (measured
+   on MNIST digit 0: AUROC 0.24 with 1e-4, 0.99 with 1e-3). The critic has **no
+   normalisation layers and no dropout**: the gradient penalty constrains the gradient of
+   D with respect to each input image separately, and batch norm makes D(x) depend on the
+   other images of the batch (dropout makes it random), so the penalised quantity is not
+   the critic that is evaluated.
+2. **Encoder** E: x -> z with G and D frozen, in the three variants of Schlegl et al. 2019:
+
+   - ``"ziz"``: (1/d) ||z - E(G(z))||^2 on sampled z (never sees a real image);
+   - ``"izi"``: (1/n) ||x - G(E(x))||^2 on real images (n = C S S pixels);
+   - ``"izif"``: (1/n) ||x - G(E(x))||^2 + kappa / n_d ||f(x) - f(G(E(x)))||^2, f = the
+     critic's last hidden features (n_d of them).
+3. **Score** (higher = more anomalous), the same two terms:
+
+       A(x) = A_R(x) + kappa A_D(x),  A_R = (1/n) ||x - G(E(x))||^2,  A_D = (1/n_d) ||f(x) - f(G(E(x)))||^2,
+
+   kappa = 1 by default, computed in batches (no layer mixes images, so scores do not
+   depend on the batch size). Pixel map: |x - G(E(x))|.
+
+Training goes through ``course_utils.training.train`` (the critic and the generator are two
+:class:`~course_utils.training.Objective` s of one loop) and the checkpoint cache; a NaN or
+an exploding critic loss stops training with a clear message
+(:class:`~course_utils.training.NonFiniteLossError` / ``DivergenceError``), and a generator
+that collapsed to (almost) one image raises :class:`GANCollapseError`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import config as course_config
+from ..data import _check_images
+from .autoencoder import data_fingerprint, residual_map, ssim_score
+
+__all__ = [
+    "Generator",
+    "Critic",
+    "Encoder",
+    "WGAN",
+    "sample_latent",
+    "gradient_penalty",
+    "critic_loss",
+    "generator_loss",
+    "encoder_loss",
+    "score_terms",
+    "anomaly_score",
+    "sample_diversity",
+    "GANCollapseError",
+    "FAnoGANDetector",
+    "critic_loss_bound",
+    "ENCODER_MODES",
+    "SCORES",
+    "GP_LAMBDA",
+    "N_CRITIC",
+    "ADAM_LR",
+    "ADAM_BETAS",
+    "FULL_SETTINGS",
+    "FAST_SETTINGS",
+]
+
+ENCODER_MODES = ("ziz", "izi", "izif")
+SCORES = ("mse", "ssim")
+GP_LAMBDA = 10.0  # gradient-penalty weight lambda (Gulrajani et al. 2017)
+N_CRITIC = 5  # critic steps per generator step
+# Algorithm 1 of Gulrajani et al. 2017 has alpha = 1e-4, beta1 = 0, beta2 = 0.9. We keep the
+# betas and raise the learning rate tenfold for a budget of a few hundred generator iterations
+# (see the module docstring).
+ADAM_LR = 1e-3
+ADAM_BETAS = (0.0, 0.9)
+MIN_DIVERSITY_RATIO = 0.25  # generated / real sample diversity below this = collapsed generator
+
+# The settings of the benchmarks (protocol.METHODS "fanogan" / "fanogan-ssim") and notebook 02.
+# A fixed budget of generator iterations (not epochs) gives every class the same training:
+# 400 generator iterations = 2,000 critic steps of 16 images, then 300 encoder steps: 92 s for
+# MNIST digit 0 on one thread of a shared 2-core machine (about 60 s of CPU time). (Measured on MNIST digit 8 under the same time budget:
+# batches of 16 for 400 iterations beat batches of 32 for 200, AUROC 0.83 vs 0.72.)
+FULL_SETTINGS = {
+    "latent_dim": 128, "width": 16, "gan_iters": 400, "encoder_steps": 300, "batch_size": 16,
+    "lr": ADAM_LR, "encoder_lr": 1e-3,
+}
+# Fast mode (tests, COURSE_FAST=1) trains far too briefly for varied samples (an untrained
+# generator gives nearly the same image for every z), so its collapse check is off.
+FAST_SETTINGS = {
+    "latent_dim": 16, "width": 8, "gan_iters": 10, "encoder_steps": 20, "batch_size": 16,
+    "lr": ADAM_LR, "encoder_lr": 1e-3, "min_diversity": None,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------
+
+
+def _check_arch(latent_dim: int | None, width: int, image_size: int, channels: int) -> None:
+    for name, value in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
+        if name == "latent_dim" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size not in (28, 32):
+        raise ValueError(f"image_size must be 28 or 32, got {image_size!r}")
+
+
+class Generator(nn.Module):
+    """DCGAN-style generator G: z (N, d) in [-1, 1] -> images (N, C, S, S) in [0, 1].
+
+    For S = 28 and width w (k = S / 4 = 7; S = 32 gives k = 8)::
+
+        z (d) -linear-> 4w x 7 x 7 -convT4 s2-> 2w x 14 x 14 -convT4 s2-> C x 28 x 28 -> sigmoid
+
+    ReLU after every hidden layer, no batch norm (as the MNIST model of Gulrajani et al.
+    2017), so a generated image never depends on the rest of the batch. Kept small on
+    purpose: one class trains in about a minute on one CPU thread.
+    """
+
+    def __init__(self, latent_dim: int = 128, width: int = 32, image_size: int = 28, channels: int = 1) -> None:
+        super().__init__()
+        _check_arch(latent_dim, width, image_size, channels)
+        self.latent_dim, self.width, self.image_size, self.channels = latent_dim, width, image_size, channels
+        w, k = width, image_size // 4
+        self.fc = nn.Linear(latent_dim, 4 * w * k * k)
+        self.net = nn.Sequential(
+            nn.ReLU(),
+            nn.Unflatten(1, (4 * w, k, k)),
+            nn.ConvTranspose2d(4 * w, 2 * w, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * w, channels, 4, stride=2, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(N, d) -> (N, C, S, S) in [0, 1]."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        return self.net(self.fc(z))
+
+
+class Critic(nn.Module):
+    """Convolutional WGAN critic D: images (N, C, S, S) -> scores (N,), plus features f(x).
+
+    For S = 28 and width w::
+
+        C x 28 x 28 -conv4 s2-> w x 14 x 14 -conv4 s2-> 2w x 7 x 7 -conv3 s2-> 4w x 4 x 4  = f(x), n_d = 64 w
+        -linear-> 1
+
+    LeakyReLU(0.2) after each convolution; **no batch norm, layer norm or dropout** (they
+    break the per-image gradient penalty; see the module docstring). ``features`` is the
+    flattened last hidden layer, the f of the izif loss and of the score.
+    """
+
+    def __init__(self, width: int = 32, image_size: int = 28, channels: int = 1) -> None:
+        super().__init__()
+        _check_arch(None, width, image_size, channels)
+        self.width, self.image_size, self.channels = width, image_size, channels
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, w, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        side = math.ceil(image_size / 8)
+        self.n_features = 4 * w * side * side
+        self.head = nn.Linear(self.n_features, 1)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(N, C, S, S) -> critic features f(x), (N, n_d)."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, S, S) -> critic values D(x), (N,) (unbounded reals)."""
+        return self.head(self.body(x)).squeeze(1)
+
+
+class Encoder(nn.Module):
+    """Encoder E: images (N, C, S, S) in [0, 1] -> latent codes (N, d) in (-1, 1).
+
+    The critic's convolutional body (no normalisation either, so codes are batch-independent)
+    followed by a linear layer and tanh, which keeps E(x) inside the box [-1, 1]^d the
+    generator was trained on.
+    """
+
+    def __init__(self, latent_dim: int = 128, width: int = 32, image_size: int = 28, channels: int = 1) -> None:
+        super().__init__()
+        _check_arch(latent_dim, width, image_size, channels)
+        self.latent_dim = latent_dim
+        body = Critic(width, image_size, channels)
+        self.body = body.body
+        self.head = nn.Sequential(nn.Linear(body.n_features, latent_dim), nn.Tanh())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, S, S) -> (N, d) in (-1, 1)."""
+        return self.head(self.body(x))
+
+
+class WGAN(nn.Module):
+    """Generator and critic in one module: one checkpoint, one ``train`` call."""
+
+    def __init__(self, latent_dim: int = 128, width: int = 32, image_size: int = 28, channels: int = 1) -> None:
+        super().__init__()
+        self.generator = Generator(latent_dim, width, image_size, channels)
+        self.critic = Critic(width, image_size, channels)
+        self.latent_dim = latent_dim
+
+
+def sample_latent(n: int, latent_dim: int, *, device: torch.device | str | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """n latent codes z ~ U[-1, 1]^d, shape (n, d) (the prior of G; E's tanh range)."""
+    return torch.rand(n, latent_dim, device=device, generator=generator) * 2 - 1
+
+
+# --------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, *, eps: Tensor | None = None) -> Tensor:
+    """WGAN-GP penalty E[(||grad_x D(x_hat)||_2 - 1)^2], x_hat = eps x + (1 - eps) x_fake.
+
+    Args:
+        critic: D, mapping (N, ...) to (N,) or (N, 1).
+        real, fake: two batches of the same shape (N, ...).
+        eps: interpolation weights (N,) in [0, 1]; default uniform random (global RNG).
+
+    Returns:
+        A scalar tensor, differentiable with respect to the critic's parameters
+        (``create_graph=True``). Zero iff every interpolate has an input gradient of norm 1.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    n = real.shape[0]
+    if eps is None:
+        eps = torch.rand(n, device=real.device, dtype=real.dtype)
+    eps = eps.reshape(n, *([1] * (real.ndim - 1)))
+    x_hat = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    out = critic(x_hat)
+    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1).square().mean()
+
+
+def critic_loss(critic: nn.Module, real: Tensor, fake: Tensor, gp_lambda: float = GP_LAMBDA) -> dict[str, Tensor]:
+    """The WGAN-GP critic loss E[D(fake)] - E[D(real)] + lambda GP, with its terms.
+
+    Returns:
+        ``{"loss", "wasserstein" (E[D(real)] - E[D(fake)], the critic's estimate of the
+        Wasserstein-1 distance), "gp"}``.
+    """
+    d_real, d_fake = critic(real).mean(), critic(fake.detach()).mean()
+    gp = gradient_penalty(critic, real, fake)
+    return {"loss": d_fake - d_real + gp_lambda * gp, "wasserstein": (d_real - d_fake).detach(), "gp": gp.detach()}
+
+
+def generator_loss(critic: nn.Module, fake: Tensor) -> Tensor:
+    """-E[D(G(z))]: the generator moves its samples to where the critic scores real images."""
+    return -critic(fake).mean()
+
+
+def _mean_sq(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample mean squared difference, (N,)."""
+    return (a - b).square().flatten(1).mean(1)
+
+
+def encoder_loss(
+    mode: str, encoder: nn.Module, gan: WGAN, x: Tensor, *, kappa: float = 1.0, z: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The encoder training losses of Schlegl et al. 2019 (G and D are used, not trained).
+
+    - ``"ziz"``: (1/d) ||z - E(G(z))||^2 with z ~ U[-1, 1]^d (``z``, default as many as x);
+    - ``"izi"``: (1/n) ||x - G(E(x))||^2;
+    - ``"izif"``: (1/n) ||x - G(E(x))||^2 + kappa (1/n_d) ||f(x) - f(G(E(x)))||^2.
+
+    Args:
+        x: real images (N, C, S, S) in [0, 1].
+
+    Returns:
+        ``{"loss": batch mean, "image": image term, "feature": feature term}`` (the terms
+        that apply to the mode).
+    """
+    if mode not in ENCODER_MODES:
+        raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
+    if mode == "ziz":
+        if z is None:
+            z = sample_latent(x.shape[0], gan.latent_dim, device=x.device)
+        lat = _mean_sq(z, encoder(gan.generator(z))).mean()
+        return {"loss": lat, "latent": lat.detach()}
+    x_rec = gan.generator(encoder(x))
+    image = _mean_sq(x, x_rec).mean()
+    if mode == "izi":
+        return {"loss": image, "image": image.detach()}
+    feature = _mean_sq(gan.critic.features(x), gan.critic.features(x_rec)).mean()
+    return {"loss": image + kappa * feature, "image": image.detach(), "feature": feature.detach()}
+
+
+@torch.no_grad()
+def score_terms(
+    images: Tensor, encoder: nn.Module, gan: WGAN, *, batch_size: int = 256, ssim: bool = False,
+    device: torch.device | str | None = None,
+) -> dict[str, Tensor]:
+    """The per-image terms of the f-AnoGAN score, computed in batches.
+
+    Args:
+        images: (N, C, S, S) in [0, 1].
+        ssim: also return ``"ssim"``: 1 - SSIM(x, G(E(x))) (``ssim_score`` of the
+            autoencoder module: pytorch-msssim's SSIM, data_range 1, 11 px Gaussian window).
+
+    Returns:
+        ``{"residual": A_R (N,), "feature": A_D (N,)[, "ssim": (N,)]}`` as float64 on the CPU.
+    """
+    _check_images(images, "images")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = next(gan.parameters()).device if device is None else torch.device(device)
+    out: dict[str, list[Tensor]] = {"residual": [], "feature": [], **({"ssim": []} if ssim else {})}
+    for chunk in images.split(batch_size):
+        x = chunk.to(device)
+        x_rec = gan.generator(encoder(x))
+        out["residual"].append(_mean_sq(x, x_rec).double().cpu())
+        out["feature"].append(_mean_sq(gan.critic.features(x), gan.critic.features(x_rec)).double().cpu())
+        if ssim:
+            out["ssim"].append(ssim_score(x.float().cpu(), x_rec.float().cpu().clamp(0, 1)).double())
+    return {k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64) for k, v in out.items()}
+
+
+def anomaly_score(terms: dict[str, Tensor], kappa: float = 1.0, image_term: str = "residual") -> Tensor:
+    """A(x) = image term + kappa A_D(x), from :func:`score_terms` (image term "residual" or "ssim")."""
+    if image_term not in terms:
+        raise ValueError(f"terms lack {image_term!r}; compute them with score_terms(..., ssim=True) for 'ssim'")
+    if not math.isfinite(kappa) or kappa < 0:
+        raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
+    return terms[image_term] + kappa * terms["feature"]
+
+
+# --------------------------------------------------------------------------------------
+# Health checks
+# --------------------------------------------------------------------------------------
+
+
+class GANCollapseError(RuntimeError):
+    """The generator produces (almost) the same image for every z: mode collapse."""
+
+
+def critic_loss_bound(image_shape: tuple[int, ...]) -> float:
+    """|critic loss| above which a WGAN-GP run counts as diverged: 10 sqrt(n) + 100 lambda.
+
+    A 1-Lipschitz critic's Wasserstein estimate between distributions on [0, 1]^n is at most
+    the diameter sqrt(n) (28 for 28 x 28 images); the gradient penalty of a critic whose
+    input gradients have norm g is lambda (g - 1)^2. A loss beyond ten times the diameter
+    plus the penalty of gradients of norm 11 means the Lipschitz constraint has failed.
+    """
+    n = int(math.prod(image_shape))
+    return 10 * math.sqrt(n) + 100 * GP_LAMBDA
+
+
+def sample_diversity(images: Tensor) -> float:
+    """Mean over pixels of the standard deviation across images: 0 for identical images."""
+    return float(images.flatten(1).float().std(dim=0).mean())
+
+
+# --------------------------------------------------------------------------------------
+# Detector
+# --------------------------------------------------------------------------------------
+
+
+class FAnoGANDetector:
+    """f-AnoGAN as a detector of the one-class protocol: ``fit(normal images)``, ``score(images)``.
+
+    ``fit`` trains (or loads from the checkpoint cache) first the WGAN-GP, then the encoder
+    with G and D frozen; the two checkpoints are separate, so encoders of several modes
+    (``izi``, ``izif``, ...) reuse one GAN, and the score kind (``"mse"`` / ``"ssim"``) is not
+    part of any checkpoint key: ``fanogan`` and ``fanogan-ssim`` share their trained models.
+
+    Args:
+        mode: encoder training, ``"ziz"``, ``"izi"`` or ``"izif"``.
+        score: image term of the score, ``"mse"`` (f-AnoGAN's A_R) or ``"ssim"`` (1 - SSIM).
+        kappa: weight of the feature term, in training (izif) and scoring.
+        latent_dim, width: see :class:`Generator` / :class:`Critic`.
+        gan_iters: generator iterations; the critic takes ``N_CRITIC`` (5) steps per
+            generator step, each on its own batch of real images.
+        encoder_steps: encoder optimiser steps.
+        batch_size: images per step.
+        lr, betas: Adam settings of G and D.
+        encoder_lr: Adam learning rate of E (default betas).
+        seed: seeds initialisation, latent draws and shuffling.
+        device: default ``config.get_device()``.
+        cache: use the checkpoint cache (``COURSE_CACHE_DIR``); False always trains.
+        progress: show progress bars.
+        min_diversity: collapse check after GAN training: raise :class:`GANCollapseError` if the
+            per-pixel spread of 256 samples is below this fraction of the real images' spread
+            (:func:`sample_diversity`); ``None`` skips the check (for tiny test runs).
+        on_gan_epoch_end: passed to ``train`` as ``on_epoch_end`` for the GAN (e.g. sample grids).
+    """
+
+    def __init__(
+        self,
+        mode: str = "izif",
+        score: str = "mse",
+        *,
+        kappa: float = 1.0,
+        latent_dim: int = 128,
+        width: int = 16,
+        gan_iters: int = 400,
+        encoder_steps: int = 300,
+        batch_size: int = 16,
+        lr: float = ADAM_LR,
+        betas: tuple[float, float] = ADAM_BETAS,
+        encoder_lr: float = 1e-3,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        cache: bool = True,
+        progress: bool = False,
+        min_diversity: float | None = MIN_DIVERSITY_RATIO,
+        on_gan_epoch_end=None,
+    ) -> None:
+        if mode not in ENCODER_MODES:
+            raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
+            raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
+        for name, value in (("gan_iters", gan_iters), ("encoder_steps", encoder_steps), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.mode, self.score_kind, self.kappa = mode, score, float(kappa)
+        self.latent_dim, self.width = latent_dim, width
+        self.gan_iters, self.encoder_steps, self.batch_size = gan_iters, encoder_steps, batch_size
+        self.lr, self.encoder_lr, self.seed = float(lr), float(encoder_lr), seed
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.device = torch.device(device) if device is not None else course_config.get_device(verbose=False)
+        if min_diversity is not None and not 0 < min_diversity < 1:
+            raise ValueError(f"min_diversity must be in (0, 1) or None, got {min_diversity!r}")
+        self.cache, self.progress, self.on_gan_epoch_end = cache, progress, on_gan_epoch_end
+        self.min_diversity = min_diversity
+        self.gan: WGAN | None = None
+        self.encoder: Encoder | None = None
+        self.gan_history = None
+        self.encoder_history = None
+        self.loaded_from_cache = {"gan": False, "encoder": False}
+
+    # ---------------------------------------------------------------- configs
+    def gan_config(self, train_images: Tensor) -> dict:
+        """Everything that determines the GAN's weights (its checkpoint key)."""
+        return {
+            "model": "fanogan-wgan-gp-v1",
+            "latent_dim": self.latent_dim, "width": self.width, "image_size": int(train_images.shape[-1]),
+            "channels": int(train_images.shape[1]), "gan_iters": self.gan_iters, "n_critic": N_CRITIC,
+            "gp_lambda": GP_LAMBDA, "lr": self.lr, "betas": list(self.betas), "batch_size": self.batch_size,
+            "seed": self.seed, "data": data_fingerprint(train_images),
+        }
+
+    def encoder_config(self, train_images: Tensor) -> dict:
+        """The GAN's config plus the encoder's settings (kappa only matters for izif)."""
+        return {
+            "gan": self.gan_config(train_images), "model": "fanogan-encoder-v1", "mode": self.mode,
+            "kappa": self.kappa if self.mode == "izif" else None, "steps": self.encoder_steps,
+            "lr": self.encoder_lr, "batch_size": self.batch_size, "seed": self.seed,
+        }
+
+    # ---------------------------------------------------------------- training
+    def fit(self, train_images: Tensor) -> "FAnoGANDetector":
+        """Train (or load) GAN and encoder on normal images (N, C, S, S) in [0, 1], S = 28 or 32.
+
+        Raises:
+            ValueError: bad images.
+            NonFiniteLossError / DivergenceError: the GAN or encoder training diverged.
+            GANCollapseError: the trained generator's samples are (almost) all the same.
+        """
+        _check_images(train_images, "train_images")
+        if train_images.shape[-1] != train_images.shape[-2] or train_images.shape[-1] not in (28, 32):
+            raise ValueError(f"train_images must be 28 x 28 or 32 x 32, got {tuple(train_images.shape[-2:])}")
+        self.fit_gan(train_images)
+        self.fit_encoder(train_images)
+        return self
+
+    def fit_gan(self, train_images: Tensor) -> WGAN:
+        """Stage 1: the WGAN-GP (or its cached checkpoint). Returns the GAN."""
+        from ..training import train, train_or_load
+
+        _check_images(train_images, "train_images")
+        size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
+        course_config.seed_everything(self.seed)
+        gan = WGAN(self.latent_dim, self.width, size, channels).to(self.device)
+        self.gan = gan
+        d = self.latent_dim
+
+        def critic_step(model: WGAN, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+            (x,) = batch
+            with torch.no_grad():
+                fake = model.generator(sample_latent(x.shape[0], d, device=x.device))
+            return critic_loss(model.critic, x, fake)
+
+        def generator_step(model: WGAN, batch: tuple[Tensor, ...]) -> Tensor:
+            (x,) = batch
+            return generator_loss(model.critic, model.generator(sample_latent(x.shape[0], d, device=x.device)))
+
+        def train_fn():
+            from ..training import Objective
+
+            opt_d = torch.optim.Adam(gan.critic.parameters(), lr=self.lr, betas=self.betas)
+            opt_g = torch.optim.Adam(gan.generator.parameters(), lr=self.lr, betas=self.betas)
+            hint = ("A WGAN-GP critic loss of this size means the critic's Lipschitz constraint failed. ")
+            objectives = [
+                Objective("critic", critic_step, opt_d, every=1,
+                          max_abs_loss=critic_loss_bound(tuple(train_images.shape[1:])), hint=hint),
+                Objective("generator", generator_step, opt_g, every=N_CRITIC),
+            ]
+            return train(gan, objectives, train_images, steps=self.gan_iters * N_CRITIC,
+                         batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress,
+                         desc="WGAN-GP", on_epoch_end=self.on_gan_epoch_end)
+
+        cfg = self.gan_config(train_images)
+        if self.cache:
+            self.gan_history, self.loaded_from_cache["gan"] = train_or_load(
+                gan, f"fanogan-gan-d{self.latent_dim}", cfg, train_fn, verbose=False)
+        else:
+            self.gan_history, self.loaded_from_cache["gan"] = train_fn(), False
+        gan.eval()
+        gan.requires_grad_(False)
+        if self.min_diversity is not None:
+            self._check_not_collapsed(train_images)
+        return gan
+
+    def fit_encoder(self, train_images: Tensor) -> Encoder:
+        """Stage 2: the encoder with G and D frozen (or its cached checkpoint). Needs ``fit_gan`` first."""
+        from ..training import train, train_or_load
+
+        gan = self._require("gan")
+        _check_images(train_images, "train_images")
+        size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
+        course_config.seed_everything(self.seed + 1)
+        encoder = Encoder(self.latent_dim, self.width, size, channels).to(self.device)
+        self.encoder = encoder
+        mode, kappa = self.mode, self.kappa
+
+        class _EncoderOnly(nn.Module):
+            # train() moves, switches modes and optimises its model; G and D stay frozen in eval mode.
+            def __init__(self) -> None:
+                super().__init__()
+                self.encoder = encoder
+
+        wrapper = _EncoderOnly()
+
+        def loss_fn(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+            (x,) = batch
+            return encoder_loss(mode, model.encoder, gan, x, kappa=kappa)
+
+        def train_fn():
+            return train(wrapper, loss_fn, train_images, steps=self.encoder_steps, lr=self.encoder_lr,
+                         batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress,
+                         desc=f"encoder ({mode})")
+
+        cfg = self.encoder_config(train_images)
+        if self.cache:
+            self.encoder_history, self.loaded_from_cache["encoder"] = train_or_load(
+                encoder, f"fanogan-enc-{mode}-d{self.latent_dim}", cfg, train_fn, verbose=False)
+        else:
+            self.encoder_history, self.loaded_from_cache["encoder"] = train_fn(), False
+        encoder.eval()
+        return encoder
+
+    def _check_not_collapsed(self, train_images: Tensor, n: int = 256) -> None:
+        gan = self._require("gan")
+        gen = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            z = sample_latent(n, self.latent_dim, generator=gen).to(self.device)
+            fake = gan.generator(z).cpu()
+        idx = torch.randperm(len(train_images), generator=gen)[:n]
+        real_div, fake_div = sample_diversity(train_images[idx]), sample_diversity(fake)
+        ratio = self.min_diversity if self.min_diversity is not None else MIN_DIVERSITY_RATIO
+        if real_div > 0 and fake_div < ratio * real_div:
+            raise GANCollapseError(
+                f"the generator collapsed: its samples vary {fake_div:.4f} per pixel (std over {n} samples), real "
+                f"training images {real_div:.4f}; below {ratio:.0%} of the real variety the encoder "
+                "cannot map images to distinct codes. Look at a grid of samples; try another seed, a lower learning "
+                "rate or more generator iterations, and check that the images are scaled to [0, 1]."
+            )
+
+    # ---------------------------------------------------------------- scoring
+    def _require(self, what: str):
+        model = getattr(self, what)
+        if model is None:
+            raise RuntimeError(f"call fit(train_images) before using the detector (no {what} yet)")
+        return model
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        """G(E(x)) for images (N, C, S, S) in [0, 1]; returns (N, C, S, S) in [0, 1] on the CPU."""
+        _check_images(images, "images")
+        gan, encoder = self._require("gan"), self._require("encoder")
+        parts = [gan.generator(encoder(c.to(self.device))).cpu() for c in images.split(batch_size)]
+        return torch.cat(parts) if parts else images.clone()
+
+    def terms(self, images: Tensor, batch_size: int = 256, ssim: bool = True) -> dict[str, Tensor]:
+        """Per-image score terms ``{"residual", "feature"[, "ssim"]}`` (N,) (see :func:`score_terms`)."""
+        return score_terms(images, self._require("encoder"), self._require("gan"), batch_size=batch_size,
+                           ssim=ssim, device=self.device)
+
+    def score(self, images: Tensor, kind: str | None = None, *, kappa: float | None = None,
+              batch_size: int = 256) -> Tensor:
+        """Anomaly scores (N,) float64, higher = more anomalous.
+
+        ``kind="mse"``: A_R + kappa A_D (f-AnoGAN); ``kind="ssim"``: (1 - SSIM(x, G(E(x)))) + kappa A_D.
+        Default kind and kappa: the detector's.
+        """
+        kind = self.score_kind if kind is None else kind
+        if kind not in SCORES:
+            raise ValueError(f"kind must be one of {SCORES}, got {kind!r}")
+        terms = self.terms(images, batch_size=batch_size, ssim=kind == "ssim")
+        return anomaly_score(terms, self.kappa if kappa is None else kappa, "residual" if kind == "mse" else "ssim")
+
+    def maps(self, images: Tensor) -> Tensor:
+        """Pixel residual maps |x - G(E(x))|, (N, C, S, S) in [0, 1]."""
+        return residual_map(images.cpu(), self.reconstruct(images))
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0) -> Tensor:
+        """n generated images (n, C, S, S) in [0, 1] (fixed seed: the same grid every time)."""
+        gan = self._require("gan")
+        z = sample_latent(n, self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return gan.generator(z).cpu()
