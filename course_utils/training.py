@@ -349,13 +349,17 @@ def _optimised_parameters(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
 
 
+def _where(epoch: int, epochs: int, step: int, n_steps: int | None) -> str:
+    """"epoch 3/10, step 12/94": where in the run a failure happened."""
+    return f"epoch {epoch}/{epochs}, step {f'{step}/{n_steps}' if n_steps else step}"
+
+
 def _non_finite_error(
     *, epoch: int, epochs: int, step: int, n_steps: int | None, quantity: str, value: float, lr: float,
     history: History, extra: str = "",
 ) -> NonFiniteLossError:
-    steps = f"{step}/{n_steps}" if n_steps else str(step)
     message = (
-        f"non-finite {quantity} ({value}) at epoch {epoch}/{epochs}, step {steps}. {extra}"
+        f"non-finite {quantity} ({value}) at {_where(epoch, epochs, step, n_steps)}. {extra}"
         "The model keeps the weights of the last good step. Things to try: a lower learning rate "
         f"(lr={lr:g} now, e.g. lr={lr / 10:g}), gradient clipping via max_grad_norm=1.0, and checking that "
         "the inputs are finite and scaled to [0, 1]."
@@ -367,9 +371,8 @@ def _divergence_error(
     *, epoch: int, epochs: int, step: int, n_steps: int | None, name: str, value: float, bound: float, lr: float,
     history: History, hint: str = "",
 ) -> DivergenceError:
-    steps = f"{step}/{n_steps}" if n_steps else str(step)
     message = (
-        f"training diverged: the {name} loss is {value:.4g} at epoch {epoch}/{epochs}, step {steps}, beyond the "
+        f"training diverged: the {name} loss is {value:.4g} at {_where(epoch, epochs, step, n_steps)}, beyond the "
         f"bound |loss| <= {bound:g} of a healthy run. {hint}"
         "The model keeps the weights of the last good step; training stopped instead of continuing with a broken "
         f"model. Things to try: a lower learning rate (lr={lr:g} now, e.g. lr={lr / 10:g}), and checking that the "
