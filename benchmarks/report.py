@@ -33,6 +33,15 @@ METHOD_INFO = {
     "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }
 
+# What a "train s / class" cell does not say by itself (measurement notes, not numbers).
+TIMING_NOTES = {
+    "fanogan": "f-AnoGAN's 3-seed run found seed 0 in the checkpoint cache (trained by the earlier seed-0 run), "
+               "so its `train s / class` averages one cache load (< 1 s) with two trainings; one GAN + encoder "
+               "training took 60–70 s on one thread with one other job on the second core.",
+    "glow-complexity": "shares glow-nll's models, so its training time is a cache load.",
+    "fanogan-ssim": "shares fanogan's models, so its training time is a cache load.",
+}
+
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one
 # class of the official train split, test on the whole test split).
 LITERATURE = {
@@ -113,6 +122,9 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
                 f"{' '.join(map(str, r['seeds']))} | {r.get('git_commit')} |"
             )
         lines.append("")
+        notes = [f"- `{r['method']}`: {TIMING_NOTES[r['method']]}" for r in group if r["method"] in TIMING_NOTES]
+        if notes:
+            lines += ["Timing notes:", "", *notes, ""]
         if partial:
             lines.append(f"Note: {', '.join(partial)} ran on a partial or sample copy of {dataset}; see `data_source`.")
             lines.append("")
