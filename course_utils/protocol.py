@@ -89,6 +89,7 @@ def _glow_nll(seed: int, fast: bool) -> Detector:
 def _glow_complexity(seed: int, fast: bool) -> Detector:
     return _glow("complexity", seed, fast)
 
+
 def _fanogan(score: str, seed: int, fast: bool) -> Detector:
     """Notebook 02's f-AnoGAN (WGAN-GP, izif encoder, kappa = 1). ``fanogan`` scores with the
     image MSE + feature residual of Schlegl et al. 2019, ``fanogan-ssim`` with 1 - SSIM +
