@@ -6,7 +6,9 @@ Notebooks call ``run_one_class`` and print its table; ``python -m benchmarks.one
 calls the same function and writes the JSON / markdown results, so the numbers in a
 notebook and in ``benchmarks/results`` come from one code path.
 
-A method is a factory ``make(seed: int, fast: bool) -> Detector``; a detector has
+A method is a factory ``make(seed: int, fast: bool) -> Detector`` (a factory that also takes
+keyword arguments ``dataset`` and ``source`` gets the dataset name and data source of the run,
+for a method that needs images of another dataset); a detector has
 ``fit(train_images) -> self`` and ``score(images) -> Tensor (N,)`` (higher = more
 anomalous). Later notebooks register theirs in ``METHODS``.
 
@@ -32,7 +34,8 @@ from . import config
 from .data import dataset_info, one_class_split
 from .metrics import auprc, auroc
 
-__all__ = ["Detector", "METHODS", "register_method", "ClassResult", "OneClassResults", "evaluate_one_class", "run_one_class"]
+__all__ = ["Detector", "METHODS", "register_method", "make_detector", "ClassResult", "OneClassResults",
+           "evaluate_one_class", "run_one_class"]
 
 
 class Detector(Protocol):
@@ -90,6 +93,19 @@ def _glow_complexity(seed: int, fast: bool) -> Detector:
     return _glow("complexity", seed, fast)
 
 
+def _glow_ratio(seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
+    """Notebook 03's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
+    ANOTHER dataset (``GENERAL_DOMAIN``), never on the target dataset's images."""
+    from .data import load_dataset
+    from .models.glow import FAST_CONFIG, FULL_CONFIG, GENERAL_CONFIG, GENERAL_DOMAIN, GlowRatioDetector
+
+    if dataset not in GENERAL_DOMAIN:
+        raise ValueError(f"glow-ratio has a general domain for {sorted(GENERAL_DOMAIN)} only, not {dataset!r}")
+    general = load_dataset(GENERAL_DOMAIN[dataset], "train", source="sample" if fast else source)
+    return GlowRatioDetector(general.images, FAST_CONFIG if fast else FULL_CONFIG,
+                             general_config=FAST_CONFIG if fast else GENERAL_CONFIG, seed=seed)
+
+
 def _fanogan(score: str, seed: int, fast: bool) -> Detector:
     """Notebook 02's f-AnoGAN (WGAN-GP, izif encoder, kappa = 1). ``fanogan`` scores with the
     image MSE + feature residual of Schlegl et al. 2019, ``fanogan-ssim`` with 1 - SSIM +
@@ -116,6 +132,7 @@ METHODS: dict[str, MethodFactory] = {
     "ae-ssim": _ae_ssim,
     "glow-nll": _glow_nll,
     "glow-complexity": _glow_complexity,
+    "glow-ratio": _glow_ratio,
     "fanogan": _fanogan_mse,
     "fanogan-ssim": _fanogan_ssim,
 }
@@ -126,6 +143,16 @@ def register_method(name: str, factory: MethodFactory) -> None:
     if not name or not all(c.isalnum() or c == "-" for c in name) or name != name.lower():
         raise ValueError(f"method name {name!r} must be lowercase letters, digits and '-'")
     METHODS[name] = factory
+
+
+def make_detector(method: str, seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
+    """The detector of ``method`` for one run; ``dataset`` / ``source`` reach factories that accept them."""
+    import inspect
+
+    factory = _get_factory(method)
+    wants = inspect.signature(factory).parameters
+    extra = {key: value for key, value in (("dataset", dataset), ("source", source)) if key in wants}
+    return factory(seed, fast, **extra)
 
 
 def _get_factory(method: str) -> MethodFactory:
@@ -201,10 +228,10 @@ def evaluate_one_class(
         (ClassResult, data source).
     """
     fast = config.is_fast() if fast is None else fast
-    factory = _get_factory(method)
+    _get_factory(method)
     split = one_class_split(dataset, normal_class, seed=seed, n_train=n_train, source=source)
     config.seed_everything(seed)
-    detector = factory(seed, fast)
+    detector = make_detector(method, seed, fast, dataset=dataset, source=source)
     start = time.perf_counter()
     detector.fit(split.train_images)
     train_seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ import torch
 
 from course_utils import config, protocol
 from course_utils.models.glow import (FAST_CONFIG, ChannelPermutation, GlowConfig, GlowDetector, GlowFlow,
+                                      GlowRatioDetector,
                                       HouseholderConv1x1, bits_per_dim, complexity_score, dequantize,
                                       extract_patches, nll_bits_from_log_prob, patch_scores, png_bits, train_glow)
 from course_utils.training import NonFiniteLossError
@@ -207,6 +208,49 @@ def test_methods_are_registered():
     assert protocol.METHODS["glow-complexity"](0, True).score_kind == "complexity"
 
 
+def test_ratio_score_is_normal_bits_minus_general_bits_and_general_model_is_shared():
+    normal, general = _images(16, seed=1) * 0.5, _images(16, seed=2)
+    det = GlowRatioDetector(general, FAST_CONFIG.replace(steps=4), general_config=FAST_CONFIG.replace(steps=4),
+                            device="cpu", cache=False).fit(normal)
+    test = _images(5, seed=3)
+    parts = det.score_parts(test)
+    assert np.allclose(parts["ratio"], parts["nll_bits"] - parts["general_bits"])
+    assert np.allclose(det.score(test).numpy(), parts["ratio"])
+    # the two models are different models: trained on different images, they disagree on the test images
+    assert not np.allclose(parts["nll_bits"], parts["general_bits"])
+    general_model = det.general.model
+    det.fit(_images(16, seed=4))  # a second normal class re-trains the normal model only
+    assert det.general.model is general_model
+    with pytest.raises(ValueError, match="same shape"):
+        GlowRatioDetector(_images(4, side=32), FAST_CONFIG, cache=False).fit(normal)
+
+
+def test_glow_ratio_method_takes_its_general_domain_from_another_dataset(monkeypatch):
+    from course_utils import data
+
+    seen = []
+    real = data.load_dataset
+
+    def spy(name, split="train", **kwargs):
+        seen.append((name, split, kwargs.get("source")))
+        return real(name, split, **kwargs)
+
+    monkeypatch.setattr(data, "load_dataset", spy)
+    det = protocol.make_detector("glow-ratio", 0, True, dataset="mnist", source="sample")
+    assert isinstance(det, GlowRatioDetector) and det.score_kind == "ratio"
+    assert seen == [("fashion-mnist", "train", "sample")]
+    # factories without dataset / source keywords still work through make_detector
+    assert isinstance(protocol.make_detector("glow-nll", 0, True, dataset="mnist"), GlowDetector)
+    with pytest.raises(ValueError, match="general domain"):
+        protocol.make_detector("glow-ratio", 0, True, dataset="pneumoniamnist")
+
+
+def test_glow_ratio_runs_through_the_protocol():
+    results = protocol.run_one_class("glow-ratio", "mnist", [3], seeds=[0], progress=False)
+    run = results.run(3)
+    assert 0.0 <= run.auroc <= 1.0 and np.isfinite(run.scores).all() and len(run.scores) == len(run.labels)
+
+
 def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     import json
 
@@ -218,5 +262,12 @@ def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     record = json.loads((tmp_path / "glow_bpd__mnist.json").read_text())
     assert record["protocol"] == "bits-per-dim" and record["fast_mode"] is True
     assert 0 < record["test_bpd"] < 9 and record["steps_run"] == FAST_CONFIG.steps
+    assert 0 < record["test_bpd_median"] < 9 and len(record["worst_test_images"]) == 10
+    worst = [w["bpd"] for w in record["worst_test_images"]]
+    assert worst == sorted(worst, reverse=True) and worst[0] >= record["test_bpd_median"]
+    saved = torch.load(record["model_path"], weights_only=True)
+    flow = GlowFlow(FAST_CONFIG, (1, 28, 28))
+    flow.load_state_dict(saved["state_dict"])  # the saved flow is the trained one, loadable without training
+    assert saved["config"] == FAST_CONFIG.to_dict()
     assert [p["epoch"] for p in record["curve"]] == [1, 2] and all("test_bpd_subset" in p for p in record["curve"])
     assert "Glow bits per dimension on MNIST" in render_readme(tmp_path).read_text()
