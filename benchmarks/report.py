@@ -29,6 +29,7 @@ METHOD_INFO = {
     "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
     "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "03"),
     "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "03"),
+    "glow-ratio": ("Glow, NLL bits minus those of a Glow trained on the other dataset (uses extra data)", "03"),
     "fanogan": ("f-AnoGAN: WGAN-GP + izif encoder, MSE + critic-feature score", "02"),
     "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }
@@ -38,7 +39,11 @@ TIMING_NOTES = {
     "fanogan": "f-AnoGAN's 3-seed run found seed 0 in the checkpoint cache (trained by the earlier seed-0 run), "
                "so its `train s / class` averages one cache load (< 1 s) with two trainings; one GAN + encoder "
                "training took 60–70 s on one thread with one other job on the second core.",
+    "glow-nll": "the 3-seed run of 2026-12-01 shared the 2 cores with 2-3 other jobs; one model trains in 20-35 s "
+                "on one thread with one other job on the second core.",
     "glow-complexity": "shares glow-nll's models, so its training time is a cache load.",
+    "glow-ratio": "shares glow-nll's one-class models; its general-domain model (one per seed, trained on the other "
+                  "dataset) is trained during the first class of each seed and loaded from the cache afterwards.",
     "fanogan-ssim": "shares fanogan's models, so its training time is a cache load.",
 }
 
