@@ -109,12 +109,14 @@ def test_encoder_training_lowers_the_izif_loss():
     encoder = fa.Encoder(8, 4)
     opt = torch.optim.Adam(encoder.parameters(), lr=1e-2)
     before = float(fa.encoder_loss("izif", encoder, gan, x)["loss"].detach())
-    for _ in range(40):
+    # 100 steps: after 40 the loss was at 0.58 x on one CPU (AMD EPYC) and below 0.5 x on another (float sums
+    # differ between CPUs); after 100 it is at 0.014 x, far from the bound
+    for _ in range(100):
         opt.zero_grad()
         fa.encoder_loss("izif", encoder, gan, x)["loss"].backward()
         opt.step()
     after = float(fa.encoder_loss("izif", encoder, gan, x)["loss"].detach())
-    assert after < 0.5 * before
+    assert after < 0.2 * before
     assert all(p.grad is None for p in gan.parameters())  # G and D stay frozen
 
 
