@@ -11,8 +11,9 @@ Protocol (notebook 03, DESIGN.md "other measurements"):
 - the result: the test bpd of the whole official test split, uniform dequantization noise from a
   generator seeded with 0, so the number is reproducible for a given model; beside the mean, the
   median and the ten worst test images (a flow can give a few images absurd likelihoods, which then
-  dominate the mean). The trained flow is saved to ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>.pt``
-  (config + state_dict), so those images can be studied without training again.
+  dominate the mean). The trained flow is saved with ``training.save_checkpoint`` to
+  ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>-<config key>.pt`` (``record["model_path"]``; read it back with
+  ``training.load_checkpoint``), so those images can be studied without training again.
 
 Target: test bpd <= 1.25 within 20 minutes on 2 CPU cores (``--threads 2 --budget-s 1200``).
 Writes ``benchmarks/results/glow_bpd__mnist.json`` (``"protocol": "bits-per-dim"``) and prints its
@@ -22,7 +23,6 @@ markdown section (:func:`render_markdown`, also used by ``benchmarks/report.py``
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -31,9 +31,9 @@ import torch
 
 from course_utils import config
 from course_utils.data import load_dataset
-from course_utils.files import atomic_write_bytes
-from course_utils.models.glow import (BPD_CONFIG, FAST_CONFIG, GlowFlow, bits_per_dim, images_log_prob,
-                                      test_bits_per_dim, train_glow)
+from course_utils.models.glow import (BPD_CONFIG, FAST_CONFIG, GlowFlow, test_bits_per_dim, test_bits_per_image,
+                                      train_glow)
+from course_utils.training import checkpoint_path, save_checkpoint
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
 
@@ -79,17 +79,13 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
 
     history = train_glow(flow, train.images, cfg, seed=seed, time_budget_s=budget_s, on_epoch_end=on_epoch_end)
     t0 = time.perf_counter()
-    # per-image test bpd (uniform noise from a generator seeded with 0, as test_bits_per_dim): the mean is
-    # the result; the median and the worst images say whether a few images dominate it
-    log_p = images_log_prob(flow, test.images, "uniform", generator=torch.Generator().manual_seed(0))
-    per_image = bits_per_dim(log_p, int(test.images[0].numel()))
+    # the mean is the result; the median and the worst images say whether a few images dominate it
+    per_image = test_bits_per_image(flow, test.images, seed=0)
     final = float(per_image.mean())
     worst = torch.argsort(per_image, descending=True)[:10]
-    model_path = config.cache_dir() / f"glow_bpd-seed{seed}-{'fast' if fast else 'full'}.pt"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save({"config": cfg.to_dict(), "state_dict": flow.state_dict()}, buffer)
-    atomic_write_bytes(model_path, buffer.getvalue())
+    # the course's checkpoint format, so training.load_checkpoint reads it back (with a config check)
+    model_path = checkpoint_path(f"glow_bpd-seed{seed}-{'fast' if fast else 'full'}", cfg.to_dict())
+    save_checkpoint(model_path, flow, history, cfg.to_dict())
     return {
         "method": "glow", "dataset": "mnist", "protocol": "bits-per-dim",
         "config": cfg.to_dict(), "fast_mode": fast, "seed": seed,

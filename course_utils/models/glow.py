@@ -102,6 +102,7 @@ __all__ = [
     "extract_patches",
     "images_log_prob",
     "test_bits_per_dim",
+    "test_bits_per_image",
     "FULL_CONFIG",
     "FAST_CONFIG",
     "EXPERIMENT_CONFIG",
@@ -596,15 +597,21 @@ def images_log_prob(flow: GlowFlow, images: Tensor, mode: str = "center", *, gen
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def test_bits_per_dim(flow: GlowFlow, images: Tensor, *, seed: int = 0, batch_size: int = 500) -> float:
-    """Mean test bpd of images (N, C, S, S) in [0, 1]: uniform dequantization noise from a generator
-    seeded with ``seed`` (reproducible)."""
+def test_bits_per_image(flow: GlowFlow, images: Tensor, *, seed: int = 0, batch_size: int = 500) -> Tensor:
+    """Test bpd of each image (N, C, S, S) in [0, 1], (N,) float64: uniform dequantization noise from a
+    generator seeded with ``seed`` (reproducible)."""
     gen = torch.Generator().manual_seed(int(seed))
     log_p = images_log_prob(flow, images, "uniform", generator=gen, batch_size=batch_size)
-    return float(bits_per_dim(log_p, int(np.prod(images.shape[1:]))).mean())
+    return bits_per_dim(log_p, int(np.prod(images.shape[1:])))
 
 
-test_bits_per_dim.__test__ = False  # not a pytest test
+def test_bits_per_dim(flow: GlowFlow, images: Tensor, *, seed: int = 0, batch_size: int = 500) -> float:
+    """Mean test bpd of images (N, C, S, S) in [0, 1] (the mean of :func:`test_bits_per_image`)."""
+    return float(test_bits_per_image(flow, images, seed=seed, batch_size=batch_size).mean())
+
+
+test_bits_per_image.__test__ = False  # not pytest tests
+test_bits_per_dim.__test__ = False
 
 
 # --------------------------------------------------------------------------------------
