@@ -11,8 +11,9 @@ import torch
 from course_utils import config, protocol
 from course_utils.models.glow import (FAST_CONFIG, ChannelPermutation, GlowConfig, GlowDetector, GlowFlow,
                                       GlowRatioDetector,
-                                      HouseholderConv1x1, bits_per_dim, complexity_score, dequantize,
-                                      extract_patches, nll_bits_from_log_prob, patch_scores, png_bits, train_glow)
+                                      HouseholderConv1x1, VariationalDequantizer, bits_per_dim, complexity_score, dequantize,
+                                      extract_patches, nll_bits_from_log_prob, patch_scores, png_bits, test_bits_per_image,
+                                      train_glow)
 from course_utils.training import NonFiniteLossError
 
 TINY = GlowConfig(n_levels=2, steps_per_level=2, hidden=8, steps=4, steps_per_epoch=2, batch_size=8)
@@ -166,6 +167,110 @@ def test_time_budget_stops_training():
 def test_split_prior_is_left_out_of_the_cache_key_while_off():
     assert "split_prior" not in FAST_CONFIG.to_dict()
     assert FAST_CONFIG.replace(split_prior=True).to_dict()["split_prior"] is True
+
+
+def test_schedule_and_dequantization_are_left_out_of_the_cache_key_at_their_defaults():
+    keys = FAST_CONFIG.to_dict()
+    assert "lr_schedule" not in keys and "dequantization" not in keys  # old checkpoints keep their keys
+    changed = FAST_CONFIG.replace(lr_schedule="cosine", dequantization="variational").to_dict()
+    assert changed["lr_schedule"] == "cosine" and changed["dequantization"] == "variational"
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        FAST_CONFIG.replace(lr_schedule="linear").validate()
+    with pytest.raises(ValueError, match="dequantization must be one of"):
+        FAST_CONFIG.replace(dequantization="gaussian").validate()
+
+
+def test_cosine_schedule_decays_the_lr_to_a_hundredth(monkeypatch):
+    seen: list[float] = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    cfg = TINY.replace(steps=8, steps_per_epoch=2, lr=1e-3, lr_schedule="cosine")
+    config.seed_everything(0)
+    train_glow(GlowFlow(cfg, (1, 28, 28)), _images(16), cfg, device="cpu")
+    # 4 epochs of 2 steps; epoch e (0-based) trains at lr_min + (lr - lr_min)(1 + cos(pi e / 4)) / 2
+    lr_min = 1e-5
+    expected = [lr_min + (1e-3 - lr_min) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4) for _ in range(2)]
+    assert seen == pytest.approx(expected)
+    seen.clear()
+    train_glow(GlowFlow(TINY, (1, 28, 28)), _images(16), TINY, device="cpu")
+    assert set(seen) == {TINY.lr}  # constant by default
+
+
+def _dequantizer_with_random_head(seed: int = 0) -> VariationalDequantizer:
+    torch.manual_seed(seed)
+    deq = VariationalDequantizer(1, hidden=4)
+    with torch.no_grad():
+        deq.net[-1].weight.normal_(0, 0.5)
+        deq.net[-1].bias.normal_(0, 0.5)
+    return deq
+
+
+def test_variational_dequantizer_density_matches_torch_distributions_and_stays_in_its_bin():
+    deq = _dequantizer_with_random_head()
+    levels = (_images(3, side=6) * 255).round()
+    eps = torch.randn(levels.shape, generator=torch.Generator().manual_seed(1))
+    u, log_q = deq(levels, eps)
+    assert u.shape == levels.shape and log_q.shape == (3,)
+    assert (u > 0).all() and (u < 1).all()
+    y = (levels + u) / 256
+    assert torch.equal(torch.floor(y * 256), levels)  # u never leaves the bin of its pixel
+    mu, raw = deq.net(levels / 255 - 0.5).chunk(2, dim=1)
+    sigma = (deq.max_log_sigma * torch.tanh(raw / deq.max_log_sigma)).exp()
+    logit_normal = torch.distributions.TransformedDistribution(torch.distributions.Normal(mu, sigma),
+                                                               torch.distributions.transforms.SigmoidTransform())
+    assert torch.allclose(log_q, logit_normal.log_prob(u).flatten(1).sum(1), atol=1e-3)
+    with pytest.raises(ValueError, match="same shape"):
+        deq(levels, eps[:2])
+
+
+def test_variational_bound_tightens_towards_the_exact_likelihood_and_never_passes_it():
+    """A density with known discrete likelihood: p_Y(y) = prod (1 + 0.9 cos(2 pi 256 y)) on [0, 1]^D.
+    Every bin has P = 1/256 per pixel (exact bpd = 8); uniform dequantization bounds it by
+    8 - E log2(1 + 0.9 cos 2 pi u) = 8.478 bpd; a learned q must get closer and stay >= 8."""
+    torch.manual_seed(0)
+    deq = VariationalDequantizer(1, hidden=8)
+    levels = (_images(64, side=4) * 255).round()
+
+    def bound(n_samples_seed: int, train: bool = False) -> torch.Tensor:
+        eps = torch.randn(levels.shape, generator=torch.Generator().manual_seed(n_samples_seed))
+        u, log_q = deq(levels, eps)
+        log_p = torch.log1p(0.9 * torch.cos(2 * math.pi * u)).flatten(1).sum(1)
+        return bits_per_dim(log_p - log_q, 16)
+
+    uniform = 8 - math.log2((1 + math.sqrt(1 - 0.9 ** 2)) / 2)  # E log(1 + a cos) = log((1 + sqrt(1 - a^2)) / 2)
+    assert uniform == pytest.approx(8.478, abs=1e-3)
+    optimizer = torch.optim.Adam(deq.parameters(), lr=2e-2)
+    for step in range(300):
+        loss = bound(step).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        final = torch.cat([bound(10_000 + i) for i in range(20)])
+    mean, stderr = float(final.mean()), float(final.std() / math.sqrt(len(final)))
+    assert mean < uniform - 0.2
+    assert mean > 8 - 4 * stderr
+
+
+def test_variational_glow_trains_its_dequantizer_and_gives_seeded_test_bits():
+    cfg = TINY.replace(dequantization="variational")
+    config.seed_everything(0)
+    flow = GlowFlow(cfg, (1, 28, 28))
+    assert isinstance(flow.dequantizer, VariationalDequantizer)
+    assert GlowFlow(TINY, (1, 28, 28)).dequantizer is None
+    before = flow.dequantizer.net[-1].weight.detach().clone()
+    history = train_glow(flow, _images(16), cfg, device="cpu")
+    assert np.isfinite(history.losses).all()
+    assert not torch.equal(before, flow.dequantizer.net[-1].weight)  # q is trained with the flow
+    images = _images(4, seed=2)
+    a, b = test_bits_per_image(flow, images, seed=0), test_bits_per_image(flow, images, seed=0)
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    assert not torch.equal(a, test_bits_per_image(flow, images, seed=1))
 
 
 def test_bad_inputs_raise_value_error():
