@@ -8,8 +8,10 @@ Protocol (notebook 03, DESIGN.md "other measurements"):
   TRAINING time (evaluations of the curve are not counted) or ``--max-steps`` steps;
 - the curve: training bpd of every epoch (an epoch is ``steps_per_epoch`` batches) and, every
   ``--eval-every`` epochs, the test bpd of the first ``--n-eval`` test images;
-- the result: the test bpd of the whole official test split, uniform dequantization noise from a
-  generator seeded with 0, so the number is reproducible for a given model; beside the mean, the
+- the result: the test bpd of the whole official test split, one draw of the model's dequantization
+  noise per image (uniform, or the learned q of ``dequantization="variational"``: then the number is
+  the variational bound of Flow++, still an upper bound on -log2 P(x) / D) from a generator seeded
+  with 0, so the number is reproducible for a given model; beside the mean, the
   median and the ten worst test images (a flow can give a few images absurd likelihoods, which then
   dominate the mean). The trained flow is saved with ``training.save_checkpoint`` to
   ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>-<config key>.pt`` (``record["model_path"]``; read it back with
@@ -120,8 +122,11 @@ def render_markdown(record: dict) -> str:
         "",
         f"All ten digits, {record['n_train']:,} training images ({record['data_source']}"
         f"{'' if record.get('full_data') else ', NOT the full 60,000'}), test bpd on the {record['n_test']:,} test "
-        f"images (uniform dequantization, seed 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
-        f"{c['hidden']} hidden channels, {c['mixing']} mixing; batch {c['batch_size']}, lr {c['lr']:g}.",
+        f"images (dequantization noise seeded with 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
+        f"{c['hidden']} hidden channels, {c['mixing']} mixing, {c.get('dequantization', 'uniform')} dequantization; "
+        f"batch {c['batch_size']}, lr {c['lr']:g} ({c.get('lr_schedule', 'constant')}"
+        f"{', horizon ' + format(c['steps'], ',') + ' steps' if c.get('lr_schedule', 'constant') != 'constant' else ''}"
+        f"{'' if record['steps_run'] >= c['steps'] else ', cut short by the budget'}).",
         "",
         "| test bpd (mean) | median | test images > 8 bpd | target | train bpd (last epoch) | training time | steps | "
         "images seen | threads |",
