@@ -681,7 +681,9 @@ def images_log_prob(flow: GlowFlow, images: Tensor, mode: str = "center", *, gen
     """log p_Y(y) in nats of the dequantised images (N, C, S, S) in [0, 1], (N,) float64 on the CPU.
 
     The flow is put in eval mode; dequantization noise (``mode="uniform"``) is drawn on the CPU
-    from ``generator``, image after image, so the result does not depend on the device."""
+    from ``generator``, image after image, so the result does not depend on the device. It is
+    uniform noise whatever ``flow.config.dequantization`` says: for a flow's own bound (with its
+    learned q) use :func:`test_bits_per_image` / :meth:`GlowFlow.dequantized_log_prob`."""
     _check_images(images, "images")
     flow.eval()
     device = next(flow.parameters()).device
