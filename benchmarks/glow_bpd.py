@@ -157,7 +157,8 @@ def render_markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.glow_bpd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-s", type=float, default=1200.0, help="wall-clock training budget in seconds")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (default: config)")
+    parser.add_argument("--max-steps", type=int, default=None, help="train this many steps (default: the config's); with a cosine lr it is also the "
+                        "schedule's horizon, so a shorter run is not a prefix of the full one")
     parser.add_argument("--eval-every", type=int, default=5, help="test bpd of the subset every N epochs")
     parser.add_argument("--n-eval", type=int, default=1000, help="test images in the curve's subset")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

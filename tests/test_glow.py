@@ -257,6 +257,22 @@ def test_variational_bound_tightens_towards_the_exact_likelihood_and_never_passe
     assert mean > 8 - 4 * stderr
 
 
+def test_dequantized_log_prob_is_the_flow_density_at_k_plus_u_minus_log_q():
+    images = _images(3, seed=4)
+    levels = (images * 255).round()
+    with torch.no_grad():
+        flow = _randomised(GlowFlow(TINY.replace(dequantization="variational"), (1, 28, 28)))
+        eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(5))
+        u, log_q = flow.dequantizer(levels, eps)
+        by_hand = flow.log_prob((levels + u) / 256) - log_q  # the integrand of the variational bound
+        got = flow.dequantized_log_prob(images, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(got, by_hand, atol=1e-4) and log_q.abs().min() > 1  # q is far from uniform here
+        uniform = _randomised(GlowFlow(TINY, (1, 28, 28)))
+        noise = dequantize(images, "uniform", generator=torch.Generator().manual_seed(5))
+        assert torch.equal(uniform.dequantized_log_prob(images, generator=torch.Generator().manual_seed(5)),
+                           uniform.log_prob(noise))
+
+
 def test_variational_glow_trains_its_dequantizer_and_gives_seeded_test_bits():
     cfg = TINY.replace(dequantization="variational")
     config.seed_everything(0)

@@ -33,22 +33,25 @@ small module. ``mixing="permute"`` uses a fixed random channel permutation inste
 FrEIA ``PermuteRandom`` without its side effect of reseeding numpy's global RNG).
 
 Dequantization and bits per dimension. An 8-bit image x in {0, ..., 255}^D is mapped to
-y = (x + u) / 256 with u ~ U[0, 1)^D during training; then the discrete log-likelihood is bounded
-below by log p_Y(y) - D log 256, and
+y = (x + u) / 256 with u ~ U[0, 1)^D during training (uniform dequantization, the default); then
+the discrete log-likelihood is bounded below by E_u[log p_Y(y)] - D log 256, and
 
     NLL_bits(x) = -log2 p_Y(y) + 8 D,        bpd = NLL_bits / D                      (2)
+
+(:func:`nll_bits_from_log_prob`, :func:`bits_per_dim`). Test bpd uses one draw of the noise per image
+from a fixed generator (:func:`test_bits_per_image`); anomaly scores use the bin centres
+y = (x + 1/2) / 256, so a score does not depend on random noise or on which other images are in
+the batch.
 
 Variational dequantization (Ho et al. 2019, "Flow++", Sec. 3.1; ``GlowConfig.dequantization =
 "variational"``, the bits/dim benchmark only): u is drawn from a learned q(u | x) on [0, 1)^D
 instead of U[0, 1)^D and the bound becomes E_q[log p_Y(y) - log q(u | x)] - D log 256. It is
-still a bound on the discrete likelihood, and a tighter one: with uniform u, a flow with a
-Gaussian base must spend about 0.25 bit on every background pixel just to describe flat noise
-inside its bin. :class:`VariationalDequantizer` is a per-pixel logit-normal q, u = sigmoid(mu +
-sigma eps), with mu and sigma predicted from x by a small conv net; both models train together.
-
-(:func:`nll_bits_from_log_prob`, :func:`bits_per_dim`). Test bpd uses uniform noise from a fixed
-generator; anomaly scores use the bin centres y = (x + 1/2) / 256, so a score does not depend on
-random noise or on which other images are in the batch.
+still a bound on the discrete likelihood, and it can be a tighter one: with uniform u, a smooth
+flow with a Gaussian base has to describe flat noise inside every bin of MNIST's black background
+(modelled as a Gaussian of the same variance, that noise costs 1/2 log2(2 pi e / 12) = 0.25 bit per
+pixel). :class:`VariationalDequantizer` is a per-pixel logit-normal q, u = sigmoid(mu + sigma eps),
+with mu and sigma predicted from x by a small conv net; both models train together, and test bpd
+then draws u from q. Anomaly scores still use the bin centres.
 
 Anomaly scores: ``"nll"``, NLL_bits(x) (higher = less likely = more anomalous), and
 ``"complexity"``, the complexity-corrected score of Serra et al. (ICLR 2020)
@@ -161,6 +164,14 @@ class GlowConfig:
             is the same as giving h_l the prior N(mu(h'), sigma(h')^2). Off by default (the one-class
             models); on for the bits/dim benchmark. Added after the first release: ``to_dict`` leaves it
             out while it is False, so earlier checkpoints keep their cache keys.
+        lr_schedule: ``"constant"`` (Adam at ``lr`` throughout; the one-class models) or ``"cosine"``
+            (``lr`` decays along half a cosine to ``lr / 100`` over the ``steps`` of training, stepped
+            once per epoch). Decaying the step size removes the noise floor that a constant lr leaves on
+            the loss (the bits/dim benchmark). Left out of ``to_dict`` while ``"constant"``, as above.
+        dequantization: ``"uniform"`` (u ~ U[0, 1), equation (2)) or ``"variational"`` (a learned
+            q(u | x), :class:`VariationalDequantizer`, trained with the flow; the bits/dim benchmark).
+            Changes training and :func:`test_bits_per_image`; anomaly scores use the bin centres
+            either way. Left out of ``to_dict`` while ``"uniform"``, as above.
     """
 
     n_levels: int = 2
@@ -795,9 +806,9 @@ class GlowDetector:
         return nll_bits_from_log_prob(self.log_prob(images, "center"), int(np.prod(images.shape[1:])))
 
     def bits_per_dim(self, images: Tensor, *, seed: int = 0) -> Tensor:
-        """Test bpd per image with uniform dequantization noise from a generator seeded with ``seed``."""
-        gen = torch.Generator().manual_seed(int(seed))
-        return bits_per_dim(self.log_prob(images, "uniform", generator=gen), int(np.prod(images.shape[1:])))
+        """Test bpd per image, (N,) float64: :func:`test_bits_per_image` of the fitted flow (its dequantization
+        noise, uniform or learned, from a generator seeded with ``seed``)."""
+        return test_bits_per_image(self._require_fit(), images, seed=seed, batch_size=self.batch_size_eval)
 
     def score_parts(self, images: Tensor) -> dict[str, np.ndarray]:
         """``{"nll_bits", "png_bits", "complexity"}``, (N,) float64 arrays."""
