@@ -117,6 +117,7 @@ def _fmt(value: float | None) -> str:
 def render_markdown(record: dict) -> str:
     """The Glow bits/dim section of ``benchmarks/results/README.md``."""
     c = record["config"]
+    schedule = c.get("lr_schedule", "constant")  # older records have neither key: the defaults
     lines = [
         "## Glow bits per dimension on MNIST (notebook 03)",
         "",
@@ -124,8 +125,8 @@ def render_markdown(record: dict) -> str:
         f"{'' if record.get('full_data') else ', NOT the full 60,000'}), test bpd on the {record['n_test']:,} test "
         f"images (dequantization noise seeded with 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
         f"{c['hidden']} hidden channels, {c['mixing']} mixing, {c.get('dequantization', 'uniform')} dequantization; "
-        f"batch {c['batch_size']}, lr {c['lr']:g} ({c.get('lr_schedule', 'constant')}"
-        f"{', horizon ' + format(c['steps'], ',') + ' steps' if c.get('lr_schedule', 'constant') != 'constant' else ''}"
+        f"batch {c['batch_size']}, lr {c['lr']:g} ({schedule}"
+        f"{'' if schedule == 'constant' else ', horizon ' + format(c['steps'], ',') + ' steps'}"
         f"{'' if record['steps_run'] >= c['steps'] else ', cut short by the budget'}).",
         "",
         "| test bpd (mean) | median | test images > 8 bpd | target | train bpd (last epoch) | training time | steps | "
@@ -157,7 +158,8 @@ def render_markdown(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.glow_bpd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-s", type=float, default=1200.0, help="wall-clock training budget in seconds")
-    parser.add_argument("--max-steps", type=int, default=None, help="train this many steps (default: the config's); with a cosine lr it is also the "
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="train this many steps (default: the config's); with a cosine lr it is also the "
                         "schedule's horizon, so a shorter run is not a prefix of the full one")
     parser.add_argument("--eval-every", type=int, default=5, help="test bpd of the subset every N epochs")
     parser.add_argument("--n-eval", type=int, default=1000, help="test images in the curve's subset")

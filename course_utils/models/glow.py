@@ -503,7 +503,7 @@ class GlowFlow(nn.Module):
         if self.dequantizer is None:
             return self.log_prob(dequantize(images, "uniform", generator=generator).to(device))
         _check_images(images, "images")
-        levels = (images * (N_BINS - 1)).round().to(device)
+        levels = _bins(images).to(device)
         eps = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(device)
         u, log_q = self.dequantizer(levels, eps)
         return self.log_prob((levels + u) / N_BINS) - log_q
@@ -530,6 +530,11 @@ class GlowFlow(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
+def _bins(images: Tensor) -> Tensor:
+    """The 8-bit levels k in {0, ..., 255} (as floats) of images (N, C, H, W) in [0, 1] (values k / 255)."""
+    return (images * (N_BINS - 1)).round()
+
+
 def dequantize(images: Tensor, mode: str = "uniform", *, generator: torch.Generator | None = None) -> Tensor:
     """8-bit images x in [0, 1] (values k / 255) -> y = (k + u) / 256 in [0, 1), (N, C, H, W).
 
@@ -537,7 +542,7 @@ def dequantize(images: Tensor, mode: str = "uniform", *, generator: torch.Genera
     global RNG); ``mode="center"``: u = 1/2 (deterministic, for anomaly scores).
     """
     _check_images(images, "images")
-    k = (images * (N_BINS - 1)).round()
+    k = _bins(images)
     if mode == "uniform":
         u = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
     elif mode == "center":
@@ -695,13 +700,18 @@ def images_log_prob(flow: GlowFlow, images: Tensor, mode: str = "center", *, gen
     from ``generator``, image after image, so the result does not depend on the device. It is
     uniform noise whatever ``flow.config.dequantization`` says: for a flow's own bound (with its
     learned q) use :func:`test_bits_per_image` / :meth:`GlowFlow.dequantized_log_prob`."""
+    device = next(flow.parameters()).device
+    return _per_chunk(flow, images, batch_size,
+                      lambda chunk: flow.log_prob(dequantize(chunk, mode, generator=generator).to(device)))
+
+
+@torch.no_grad()
+def _per_chunk(flow: GlowFlow, images: Tensor, batch_size: int, log_prob: Callable[[Tensor], Tensor]) -> Tensor:
+    """``log_prob`` of CPU chunks of ``batch_size`` images (N, C, S, S), in order, with the flow in eval
+    mode: (N,) float64 on the CPU (chunk after chunk, so seeded noise does not depend on the device)."""
     _check_images(images, "images")
     flow.eval()
-    device = next(flow.parameters()).device
-    out = []
-    for chunk in images.split(batch_size):
-        y = dequantize(chunk.cpu(), mode, generator=generator).to(device)
-        out.append(flow.log_prob(y).double().cpu())
+    out = [log_prob(chunk.cpu()).double().cpu() for chunk in images.split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
@@ -709,13 +719,8 @@ def test_bits_per_image(flow: GlowFlow, images: Tensor, *, seed: int = 0, batch_
     """Test bpd of each image (N, C, S, S) in [0, 1], (N,) float64: one draw of the flow's dequantization
     noise per image (uniform, or its learned q) from a generator seeded with ``seed`` (reproducible).
     In expectation over that draw, an upper bound on -log2 P(x) / D."""
-    _check_images(images, "images")
     gen = torch.Generator().manual_seed(int(seed))
-    flow.eval()
-    with torch.no_grad():
-        log_p = [flow.dequantized_log_prob(chunk.cpu(), generator=gen).double().cpu()
-                 for chunk in images.split(batch_size)]
-    log_p = torch.cat(log_p) if log_p else torch.zeros(0, dtype=torch.float64)
+    log_p = _per_chunk(flow, images, batch_size, lambda chunk: flow.dequantized_log_prob(chunk, generator=gen))
     return bits_per_dim(log_p, int(np.prod(images.shape[1:])))
 
 
