@@ -161,6 +161,12 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         record = json.loads(path.read_text())
         if record.get("protocol") == "bits-per-dim":
             lines += [render_glow_bpd(record), ""]
+    from benchmarks.glow_codecs import render_markdown as render_glow_codecs  # lazy, as above
+
+    for path in sorted(results_dir.glob("glow_codecs__*.json")):
+        record = json.loads(path.read_text())
+        if record.get("protocol") == "complexity-codecs":
+            lines += [render_glow_codecs(record), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out

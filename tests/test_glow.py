@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from course_utils import config, protocol
+from course_utils.complexity import compressed_bits
 from course_utils.models.glow import (FAST_CONFIG, ChannelPermutation, GlowConfig, GlowDetector, GlowFlow,
                                       GlowRatioDetector,
                                       HouseholderConv1x1, VariationalDequantizer, bits_per_dim, complexity_score, dequantize,
@@ -125,6 +126,15 @@ def test_complexity_score_is_nll_bits_minus_png_bits_and_shares_the_checkpoint(t
     bpd = nll_det.bits_per_dim(test)
     assert bpd.shape == (7,) and torch.isfinite(bpd).all()
     assert len(list(tmp_path.glob("glow-*.pt"))) == 1
+    # another codec: the same checkpoint, L(x) from that codec
+    zlib_det = _fit_fast("complexity", codec="zlib")
+    assert zlib_det.loaded_from_cache and len(list(tmp_path.glob("glow-*.pt"))) == 1
+    parts = zlib_det.score_parts(test)
+    assert np.array_equal(parts["complexity_bits"], compressed_bits(test, "zlib"))
+    assert np.allclose(zlib_det.score(test).numpy(), nll - compressed_bits(test, "zlib"), atol=1e-6)
+    assert not np.allclose(parts["complexity_bits"], png_bits(test))
+    with pytest.raises(ValueError, match="codec must be one of png, webp"):
+        GlowDetector(FAST_CONFIG, score="complexity", codec="flif")
 
 
 def test_seeded_training_is_deterministic():
@@ -393,3 +403,29 @@ def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     assert history is not None and len(history.losses) == record["epochs_run"]
     assert [p["epoch"] for p in record["curve"]] == [1, 2] and all("test_bpd_subset" in p for p in record["curve"])
     assert "Glow bits per dimension on MNIST" in render_readme(tmp_path).read_text()
+
+
+def test_glow_codecs_benchmark_matches_the_one_class_protocol_and_renders(tmp_path):
+    import json
+
+    from benchmarks import glow_codecs
+    from benchmarks.report import render_readme
+
+    assert glow_codecs.main(["--dataset", "mnist", "--source", "sample", "--seeds", "0", "1", "--classes", "3",
+                             "--codecs", "png", "zlib", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "glow_codecs__mnist.json").read_text())
+    assert record["protocol"] == "complexity-codecs" and list(record["codecs"]) == ["none", "png", "zlib"]
+    # the png row IS the glow-complexity benchmark and the none row glow-nll: same models, same AUROC
+    for method, row in (("glow-complexity", "png"), ("glow-nll", "none")):
+        results = protocol.run_one_class(method, "mnist", [3], seeds=[0, 1], source="sample", progress=False)
+        assert record["codecs"][row]["auroc"]["3"] == pytest.approx([r.auroc for r in results.runs], abs=1e-6)
+    zlib_row = record["codecs"]["zlib"]
+    assert zlib_row["auroc"]["3"] != record["codecs"]["png"]["auroc"]["3"]
+    assert zlib_row["mean_test_bits"] > 0 and zlib_row["ms_per_image"] > 0
+    assert zlib_row["mean_auroc"] == pytest.approx(float(np.mean(zlib_row["auroc"]["3"])), abs=1e-6)
+    best = [max(record["codecs"][r]["auroc"]["3"][i] for r in ("png", "zlib")) for i in range(2)]
+    assert record["oracle_best_codec_per_class_mean_auroc"] == pytest.approx(
+        max(np.mean(record["codecs"][r]["auroc"]["3"]) for r in ("png", "zlib")), abs=1e-6)
+    assert record["oracle_best_codec_per_class_mean_auroc"] <= np.mean(best) + 1e-9
+    text = render_readme(tmp_path).read_text()
+    assert "Glow complexity score on mnist: which compressor?" in text and "| zlib |" in text

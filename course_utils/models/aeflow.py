@@ -36,8 +36,9 @@ needed). Both are available; which one a notebook reports is chosen on the valid
 Pixel-level maps (:func:`anomaly_maps`): the residual |x - x'|, the SSIM map 1 - SSIM(x, x')(p),
 and the flow map: the per-position -log N(z'; 0, I) averaged over channels, upsampled to image size.
 
-Input complexity (DESIGN.md pitfall; Serra et al., ICLR 2020): :func:`png_bits` gives L(x), the
-PNG-compressed length of the 8-bit image in bits (PIL, ``optimize=False``, deterministic), and
+Input complexity (DESIGN.md pitfall; Serra et al., ICLR 2020): :func:`png_bits` (from
+:mod:`course_utils.complexity`, re-exported here) gives L(x), the PNG-compressed length of the
+8-bit image in bits (PIL, ``optimize=False``, deterministic), and
 :func:`complexity_corrected` subtracts it (both standardised on normal training images).
 
 Two presets: :meth:`AEFlowConfig.full` (256 px, ImageNet Wide-ResNet, for a GPU) and
@@ -48,7 +49,6 @@ machine: :func:`resolve_config` says so clearly and falls back to the reduced pr
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from .. import config as course_config
 from ..data import _check_images
+from ..complexity import png_bits
 from ..metrics import _as_1d_float, _check_finite
 
 __all__ = [
@@ -578,25 +579,6 @@ def anomaly_maps(model: AEFlow, x: Tensor) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------------------
 # Input complexity
 # --------------------------------------------------------------------------------------
-
-
-def png_bits(images: Tensor) -> np.ndarray:
-    """L(x): PNG-compressed length in bits of each image quantised to 8 bits, (N,) float64.
-
-    PIL's PNG encoder with ``optimize=False`` and default compression is deterministic, so
-    L(x) is a fixed property of the image (Serra et al. 2020 use PNG / JPEG2000 / FLIF lengths).
-    Multi-channel images are averaged to grayscale first.
-    """
-    from PIL import Image
-
-    _check_images(images, "images")
-    gray = images.float().mean(1).mul(255).round().to(torch.uint8).cpu().numpy()
-    bits = np.empty(len(gray), dtype=np.float64)
-    for i, image in enumerate(gray):
-        buffer = io.BytesIO()
-        Image.fromarray(image, mode="L").save(buffer, format="PNG", optimize=False)
-        bits[i] = 8 * len(buffer.getvalue())
-    return bits
 
 
 def complexity_corrected(scores: Any, bits: Any, *, ref_scores: Any, ref_bits: Any, weight: float = 1.0) -> np.ndarray:

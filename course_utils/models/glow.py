@@ -58,9 +58,10 @@ Anomaly scores: ``"nll"``, NLL_bits(x) (higher = less likely = more anomalous), 
 
     S(x) = NLL_bits(x) - L(x),       L(x) = PNG-compressed length of x in bits      (3)
 
-(:func:`complexity_score`; L comes from :func:`course_utils.models.aeflow.png_bits`, the course's
-one PNG-length helper). Both scores come from the SAME trained model: the benchmark methods
-``glow-nll`` and ``glow-complexity`` share their checkpoint.
+(:func:`complexity_score`; L comes from :func:`course_utils.complexity.compressed_bits`, PNG by
+default; ``GlowDetector(codec=...)`` picks another lossless codec, which
+``benchmarks/glow_codecs.py`` compares). Both scores come from the SAME trained model: the
+benchmark methods ``glow-nll`` and ``glow-complexity`` share their checkpoint.
 
 A learned compressor instead of PNG: :class:`GlowRatioDetector` subtracts the NLL bits of a
 general-domain Glow trained on another dataset of the same format (MNIST <-> Fashion-MNIST),
@@ -92,7 +93,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 
 from .. import config as course_config
 from ..data import _check_images
-from .aeflow import png_bits
+from ..complexity import CODECS, compressed_bits, png_bits
 
 __all__ = [
     "GlowConfig",
@@ -747,16 +748,21 @@ class GlowDetector:
 
     Args:
         config: model and training settings (default :data:`FULL_CONFIG`).
-        score: ``"nll"`` (NLL_bits) or ``"complexity"`` (NLL_bits - PNG bits), higher = more anomalous.
+        score: ``"nll"`` (NLL_bits) or ``"complexity"`` (NLL_bits - L(x)), higher = more anomalous.
         seed: seeds initialisation, mixing layers, batches and dequantization noise.
+        codec: the lossless codec of L(x), one of :data:`course_utils.complexity.CODECS` (default
+            ``"png"``, the ``glow-complexity`` benchmark). Not part of the checkpoint key either.
         device, cache, progress: as usual; ``batch_size_eval`` images per scoring batch.
     """
 
     def __init__(self, config: GlowConfig | None = None, *, score: str = "nll", seed: int = 0,
-                 device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
-                 batch_size_eval: int = 500) -> None:
+                 codec: str = "png", device: torch.device | str | None = None, cache: bool = True,
+                 progress: bool = False, batch_size_eval: int = 500) -> None:
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+        self.codec = codec
         self.config = (config or FULL_CONFIG).validate()
         self.score_kind, self.seed = score, int(seed)
         self.device = torch.device(device) if device is not None else course_config.get_device(verbose=False)
@@ -816,10 +822,11 @@ class GlowDetector:
         return test_bits_per_image(self._require_fit(), images, seed=seed, batch_size=self.batch_size_eval)
 
     def score_parts(self, images: Tensor) -> dict[str, np.ndarray]:
-        """``{"nll_bits", "png_bits", "complexity"}``, (N,) float64 arrays."""
+        """``{"nll_bits", "complexity_bits", "complexity"}``, (N,) float64 arrays; ``complexity_bits`` is
+        L(x) with this detector's codec."""
         nll = self.nll_bits(images).numpy()
-        bits = png_bits(images)
-        return {"nll_bits": nll, "png_bits": bits, "complexity": complexity_score(nll, bits)}
+        bits = compressed_bits(images, self.codec)
+        return {"nll_bits": nll, "complexity_bits": bits, "complexity": complexity_score(nll, bits)}
 
     def score(self, images: Tensor) -> Tensor:
         """Anomaly score (N,) float64, higher = more anomalous: NLL_bits or NLL_bits - L(x)."""

@@ -1,0 +1,157 @@
+"""Which compressor for the complexity-corrected Glow score? ``python -m benchmarks.glow_codecs``.
+
+Serra et al. (ICLR 2020) score S(x) = NLL_bits(x) - L(x), with L(x) the code length of a lossless
+compressor, and find that the choice of compressor matters (they compare PNG, JPEG 2000, FLIF). This
+benchmark repeats that comparison on the one-class protocol of DESIGN.md:
+
+- the models are exactly those of ``glow-nll`` / ``glow-complexity`` (``protocol.make_detector``,
+  same config, seed and training data, so they come from the checkpoint cache when those benchmarks
+  ran; otherwise they are trained here, identically);
+- for every dataset, normal class and seed: NLL_bits(x) of the whole test split once, then
+  S(x) = NLL_bits(x) - L(x) for every codec of ``course_utils.complexity.CODECS`` (L(x) of the test
+  split is computed once per dataset: it does not depend on the model) and, as the reference row,
+  the raw NLL (``none``);
+- AUROC per class and seed with ``course_utils.metrics.auroc``; mean over classes, ± the spread over
+  seeds of the class mean (the same summary as ``benchmarks.one_class``). The ``png`` row therefore
+  equals the ``glow-complexity`` benchmark.
+
+Writes ``benchmarks/results/glow_codecs__<dataset>.json`` (``"protocol": "complexity-codecs"``) and
+prints its markdown section (:func:`render_markdown`, also used by ``benchmarks/report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_utils import config
+from course_utils.complexity import CODECS, compressed_bits
+from course_utils.data import dataset_info, one_class_split
+from course_utils.metrics import auroc, summarize_per_class
+from course_utils.models.autoencoder import data_fingerprint
+from course_utils.protocol import make_detector
+
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+
+__all__ = ["run", "render_markdown", "main", "REFERENCE_ROW"]
+
+REFERENCE_ROW = "none"  # the raw NLL: no complexity term
+
+
+def run(dataset: str, *, seeds: list[int], classes: list[int] | None = None, codecs: tuple[str, ...] = CODECS,
+        source: str = "auto", progress: bool = False) -> dict:
+    """The benchmark record for one dataset (see the module docstring)."""
+    fast = config.is_fast()
+    classes = list(range(dataset_info(dataset).n_classes)) if classes is None else list(classes)
+    bits_by_test_set: dict[str, dict[str, np.ndarray]] = {}
+    codec_seconds: dict[str, float] = {}
+    rows = (REFERENCE_ROW, *codecs)
+    by_row: dict[str, dict[str, list[float]]] = {row: {} for row in rows}
+    data_source = None
+    for normal_class in classes:
+        for seed in seeds:
+            split = one_class_split(dataset, normal_class, seed=seed, source=source)
+            data_source = split.source
+            config.seed_everything(seed)
+            detector = make_detector("glow-complexity", seed, fast, dataset=dataset, source=source)
+            detector.fit(split.train_images)
+            nll = detector.nll_bits(split.test_images).numpy()
+            key = data_fingerprint(split.test_images)
+            if key not in bits_by_test_set:  # L(x) depends on the images only, not on the model
+                bits_by_test_set[key] = {}
+                for codec in codecs:
+                    start = time.perf_counter()
+                    bits_by_test_set[key][codec] = compressed_bits(split.test_images, codec)
+                    codec_seconds[codec] = (time.perf_counter() - start) / len(split.test_images)
+            labels = split.test_labels.numpy()
+            for row in rows:
+                score = nll if row == REFERENCE_ROW else nll - bits_by_test_set[key][row]
+                by_row[row].setdefault(str(normal_class), []).append(round(auroc(score, labels), 6))
+            if progress:
+                print(f"class {normal_class} seed {seed}: " + ", ".join(
+                    f"{row} {by_row[row][str(normal_class)][-1]:.3f}" for row in rows), flush=True)
+    results = {}
+    for row in rows:
+        summary = summarize_per_class(by_row[row])[-1]
+        results[row] = {
+            "auroc": by_row[row], "mean_auroc": round(summary["mean"], 6), "std_auroc": round(summary["std"], 6),
+            "mean_test_bits": None if row == REFERENCE_ROW else
+            round(float(np.mean([bits[row].mean() for bits in bits_by_test_set.values()])), 1),
+            "ms_per_image": None if row == REFERENCE_ROW else round(1e3 * codec_seconds[row], 3),
+        }
+    # a diagnostic ceiling, NOT a result: the best codec for each class, chosen with the test labels
+    best_per_class = [max(float(np.mean(by_row[row][str(c)])) for row in codecs) for c in classes]
+    return {
+        "method": "glow-complexity", "dataset": dataset, "protocol": "complexity-codecs", "seeds": list(seeds),
+        "classes": classes, "fast_mode": fast, "codecs": results,
+        "oracle_best_codec_per_class_mean_auroc": round(float(np.mean(best_per_class)), 6), "data_source": data_source,
+        "full_data": data_source == "full", "peak_rss_mb": round(peak_rss_mb(), 1),
+        "torch_threads": torch.get_num_threads(), **environment_info(),
+    }
+
+
+def render_markdown(record: dict) -> str:
+    """The codec-comparison section of ``benchmarks/results/README.md`` for one dataset."""
+    classes = [str(c) for c in record["classes"]]
+    names = dataset_info(record["dataset"]).class_names
+    lines = [
+        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 03)",
+        "",
+        "S(x) = NLL_bits(x) - L(x) with L(x) from each lossless codec, on the `glow-nll` models "
+        f"(one-class protocol, seeds {' '.join(map(str, record['seeds']))}, data: {record['data_source']}); "
+        f"`{REFERENCE_ROW}` is the raw NLL. AUROC per normal class (mean over seeds); `mean` ± the spread over "
+        "seeds of the class mean. L(x) bits: mean over the test split.",
+        "",
+        "| L(x) | " + " | ".join(c if names[int(c)] == c else f"{c} {names[int(c)]}" for c in classes)
+        + " | mean | L(x) bits | ms / image |",
+        "|---|" + "---|" * (len(classes) + 3),
+    ]
+    best = max((r for r in record["codecs"] if r != REFERENCE_ROW), key=lambda r: record["codecs"][r]["mean_auroc"])
+    for row, r in record["codecs"].items():
+        cells = [f"{np.mean(r['auroc'][c]):.3f}" for c in classes]
+        mean = f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}"
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {'**' + mean + '**' if row == best else mean} | "
+                     f"{'-' if r['mean_test_bits'] is None else format(r['mean_test_bits'], ',.0f')} | "
+                     f"{'-' if r['ms_per_image'] is None else format(r['ms_per_image'], '.2f')} |")
+    lines += ["", "Ceiling, not a result: choosing for every class the codec that does best on its TEST labels "
+              f"would give a mean AUROC of {record['oracle_best_codec_per_class_mean_auroc']:.3f}. The codec "
+              "reshuffles which classes fail more than it raises the mean.",
+              "", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.glow_codecs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=("mnist", "fashion-mnist"), action="append",
+                        help="repeat for several (default: both)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--classes", type=int, nargs="+", default=None)
+    parser.add_argument("--codecs", nargs="+", choices=CODECS, default=list(CODECS))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--source", choices=("auto", "full", "sample"), default="auto")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for dataset in args.dataset or ["mnist", "fashion-mnist"]:
+        record = run(dataset, seeds=args.seeds, classes=args.classes, codecs=tuple(args.codecs), source=args.source,
+                     progress=args.progress)
+        out = args.out_dir / f"glow_codecs__{dataset}.json"
+        write_json_atomic(out, record)
+        print(render_markdown(record))
+        print(f"wrote {out}")
+    if args.out_dir.resolve() == RESULTS_DIR.resolve():
+        from .report import render_readme
+
+        render_readme(args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
