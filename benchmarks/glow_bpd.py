@@ -37,7 +37,7 @@ from course_utils.models.glow import (BPD_CONFIG, FAST_CONFIG, GlowFlow, test_bi
                                       train_glow)
 from course_utils.training import checkpoint_path, save_checkpoint
 
-from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 
 __all__ = ["main", "render_markdown", "TARGET_BPD", "LITERATURE_BPD"]
 
@@ -175,14 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--budget-s must be > 0")
     record = run(budget_s=args.budget_s, max_steps=args.max_steps, eval_every=max(1, args.eval_every),
                  n_eval=args.n_eval, seed=args.seed, source=args.source, progress=args.progress)
-    out = args.out_dir / "glow_bpd__mnist.json"
-    write_json_atomic(out, record)
-    print(render_markdown(record))
-    print(f"wrote {out}")
-    if args.out_dir.resolve() == RESULTS_DIR.resolve():
-        from .report import render_readme
-
-        render_readme(args.out_dir)
+    publish(record, args.out_dir / "glow_bpd__mnist.json", render_markdown(record))
     return 0
 
 

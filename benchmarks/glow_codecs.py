@@ -36,7 +36,7 @@ from course_utils.metrics import auroc, summarize_per_class
 from course_utils.models.autoencoder import data_fingerprint
 from course_utils.protocol import make_detector
 
-from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 
 __all__ = ["run", "render_markdown", "main", "REFERENCE_ROW"]
 
@@ -142,14 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.dataset or ["mnist", "fashion-mnist"]:
         record = run(dataset, seeds=args.seeds, classes=args.classes, codecs=tuple(args.codecs), source=args.source,
                      progress=args.progress)
-        out = args.out_dir / f"glow_codecs__{dataset}.json"
-        write_json_atomic(out, record)
-        print(render_markdown(record))
-        print(f"wrote {out}")
-    if args.out_dir.resolve() == RESULTS_DIR.resolve():
-        from .report import render_readme
-
-        render_readme(args.out_dir)
+        publish(record, args.out_dir / f"glow_codecs__{dataset}.json", render_markdown(record))
     return 0
 
 

@@ -85,6 +85,17 @@ def write_json_atomic(path: Path, record: dict) -> None:
     atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
 
 
+def publish(record: dict, out: Path, markdown: str) -> None:
+    """Write one benchmark's JSON atomically, print its markdown section and, when ``out`` lies in
+    :data:`RESULTS_DIR`, re-render ``benchmarks/results/README.md`` (a run into another folder, such
+    as a test's, leaves the committed tables alone)."""
+    write_json_atomic(out, record)
+    print(markdown)
+    print(f"wrote {out}")
+    if out.parent.resolve() == RESULTS_DIR.resolve():
+        render_readme(out.parent)
+
+
 def _load_records(results_dir: Path) -> list[dict]:
     records = []
     for path in sorted(results_dir.glob("*__*.json")):
