@@ -93,6 +93,14 @@ def _glow_complexity(seed: int, fast: bool) -> Detector:
     return _glow("complexity", seed, fast)
 
 
+def _glow_final_scale(seed: int, fast: bool) -> Detector:
+    """Notebook 03's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
+    4-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
+    from .models.glow import FAST_FINAL_SCALE_CONFIG, FINAL_SCALE_CONFIG, GlowDetector
+
+    return GlowDetector(FAST_FINAL_SCALE_CONFIG if fast else FINAL_SCALE_CONFIG, score="final-scale", seed=seed)
+
+
 def _glow_ratio(seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
     """Notebook 03's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
     ANOTHER dataset (``GENERAL_DOMAIN``), never on the target dataset's images."""
@@ -133,6 +141,7 @@ METHODS: dict[str, MethodFactory] = {
     "glow-nll": _glow_nll,
     "glow-complexity": _glow_complexity,
     "glow-ratio": _glow_ratio,
+    "glow-final-scale": _glow_final_scale,
     "fanogan": _fanogan_mse,
     "fanogan-ssim": _fanogan_ssim,
 }
