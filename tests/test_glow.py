@@ -436,17 +436,45 @@ def test_glow_codecs_benchmark_matches_the_one_class_protocol_and_renders(tmp_pa
 # --------------------------------------------------------------------------------------
 
 
+def _level_shares_by_hooks(flow: GlowFlow, y: torch.Tensor) -> torch.Tensor:
+    """An independent oracle for GlowFlow.log_prob_by_level: forward hooks record each layer's log|det| during
+    an ordinary forward pass; the level is read from the layer's name here ("coupling1.2" -> 1)."""
+    import re
+
+    shares, hooks = {}, []
+    for node in flow.inn.node_list:
+        if node.name.startswith(("input", "z")):
+            continue
+        hooks.append(node.module.register_forward_hook(
+            lambda module, inputs, output, name=node.name: shares.__setitem__(name, output[1])))
+    zs, _ = flow.inn(y)
+    for hook in hooks:
+        hook.remove()
+    per_level = torch.zeros(len(y), flow.config.n_levels, dtype=torch.float64)
+    for name, log_det in shares.items():
+        match = re.match(r"[a-z]+(\d+)", name)
+        per_level[:, int(match.group(1)) if match else 0] += torch.as_tensor(log_det).double()
+    for level, z in enumerate(zs):  # the outputs in the order the flow lists them: z0, z1, ...
+        z = z.flatten(1).double()
+        per_level[:, level] += -0.5 * z.square().sum(1) - z.shape[1] * 0.5 * math.log(2 * math.pi)
+    return per_level
+
+
 @pytest.mark.parametrize("levels,split_prior", [(2, False), (3, False), (3, True)])
-def test_log_prob_by_level_sums_to_log_prob_and_leaves_no_hooks(levels, split_prior):
+def test_log_prob_by_level_matches_a_hook_oracle_and_sums_to_log_prob(levels, split_prior):
     config.seed_everything(0)
     flow = _randomised(GlowFlow(TINY.replace(n_levels=levels, split_prior=split_prior, pad_to=32), (1, 32, 32)))
     y = (_images(4, side=32) * 255 + 0.5) / 256
     with torch.no_grad():
         per_level = flow.log_prob_by_level(y)
         total = flow.log_prob(y)
+        oracle = _level_shares_by_hooks(flow, y)
     assert per_level.shape == (4, levels)
+    assert torch.allclose(per_level.double(), oracle, rtol=1e-5, atol=1e-2)
     assert torch.allclose(per_level.sum(1).double(), total.double(), rtol=1e-5, atol=1e-2)
-    assert all(not m._forward_hooks for m in flow.modules())  # the hooks are removed again
+    assert (per_level[:, 1:] - per_level[:, :-1]).abs().min() > 1.0  # the levels really differ
+    with pytest.raises(ValueError, match="expected inputs of shape"):
+        flow.log_prob_by_level(torch.rand(2, 1, 28, 28))
 
 
 def test_each_level_share_depends_only_on_its_own_and_finer_layers():
@@ -474,6 +502,8 @@ def test_pad_to_is_validated_and_keyed_only_when_set():
         TINY.replace(pad_to=26).validate(28)
     with pytest.raises(ValueError, match="divisible by 2\\^n_levels"):
         TINY.replace(n_levels=4).validate(28)  # without padding, 28 px allows 2 levels
+    with pytest.raises(ValueError, match="pad_to=30 px is not divisible by 2\\^n_levels = 4"):
+        TINY.replace(pad_to=30).validate()  # caught without an image size, before any training
     with pytest.raises(ValueError, match="build the flow for \\(1, 32, 32\\)"):
         GlowFlow(TINY.replace(pad_to=32), (1, 28, 28))
     padded = pad_images(_images(2), 32)
@@ -489,8 +519,20 @@ def test_padded_detector_scores_the_padded_image_and_samples_the_original_size()
     assert torch.allclose(det.nll_bits(test), direct)
     levels = det.level_bits(test)
     assert levels.shape == (5, 4) and torch.allclose(levels.sum(1), det.nll_bits(test), atol=1e-3)
-    assert torch.equal(det.score(test), levels[:, -1])
-    assert det.sample(3, 0.7).shape == (3, 1, 28, 28)
+    with torch.no_grad():  # the score is the last level's -log2 p of the padded image, computed by hand
+        by_hand = -det.model.log_prob_by_level(dequantize(pad_images(test, 32), "center")).double() / math.log(2)
+    assert torch.allclose(det.score(test), by_hand[:, -1], atol=1e-4)
+    assert torch.allclose(levels[:, 1:], by_hand[:, 1:], atol=1e-4)  # the 8 D constant sits in level 0 only
+    assert torch.allclose(levels[:, 0], by_hand[:, 0] + 8 * 32 * 32, atol=1e-3)
+    expected_bpd = test_bits_per_image(det.model, pad_images(test, 32), seed=0)
+    assert torch.allclose(det.bits_per_dim(test), expected_bpd)
+    samples = det.sample(3, 0.7)
+    full = det.model.sample(3, 0.7, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 1, 28, 28) and torch.equal(samples, full[..., 2:30, 2:30])
+    with pytest.raises(ValueError, match="fitted on 28 px images, got 32 px"):
+        det.score(pad_images(test, 32))
+    keys = GlowDetector(FAST_FINAL_SCALE_CONFIG).cache_config(test), GlowDetector(FAST_CONFIG.replace(n_levels=4)).cache_config(test)
+    assert keys[0]["pad_to"] == 32 and "pad_to" not in keys[1]
     assert protocol.METHODS["glow-final-scale"](0, True).score_kind == "final-scale"
     assert protocol.METHODS["glow-final-scale"](0, False).config == FINAL_SCALE_CONFIG
     with pytest.raises(ValueError, match="n_levels >= 2"):

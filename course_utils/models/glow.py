@@ -176,7 +176,9 @@ class GlowConfig:
         pad_to: zero-pad (a black border) every image to this side before the flow, e.g. 28 -> 32 px, so
             that the multi-scale flow can have more levels (28 px allows 2, 32 px up to 5). Applied by
             :class:`GlowDetector` to every image it trains on or scores; the flow itself is built for
-            ``pad_to`` px images. ``None``: no padding. Left out of ``to_dict`` while ``None``, as above.
+            ``pad_to`` px images, so NLL and bits/dim are those of the padded image (per 32 x 32 dimensions:
+            not comparable with unpadded models). ``None``: no padding. Left out of ``to_dict`` while
+            ``None``, as above.
         dequantization: ``"uniform"`` (u ~ U[0, 1), equation (2)) or ``"variational"`` (a learned
             q(u | x), :class:`VariationalDequantizer`, trained with the flow; the bits/dim benchmark).
             Changes training and :func:`test_bits_per_image`; anomaly scores use the bin centres
@@ -228,7 +230,10 @@ class GlowConfig:
             if image_size is not None and (self.pad_to < image_size or (self.pad_to - image_size) % 2):
                 raise ValueError(f"pad_to={self.pad_to} cannot pad {image_size} px images: it must be >= {image_size} "
                                  f"and differ from it by an even number of pixels (the border is the same on each side)")
-            image_size = self.pad_to if image_size is not None else None
+            if self.pad_to % (2 ** self.n_levels):
+                raise ValueError(f"pad_to={self.pad_to} px is not divisible by 2^n_levels = {2 ** self.n_levels}; "
+                                 f"use n_levels <= {_max_levels(self.pad_to)} or another pad_to (32 px: up to 5)")
+            image_size = None  # checked above: the flow sees pad_to px images
         if image_size is not None and image_size % (2 ** self.n_levels):
             raise ValueError(f"image side {image_size} px is not divisible by 2^n_levels = {2 ** self.n_levels}; "
                              f"use n_levels <= {_max_levels(image_size)} (28 px: 2, 32 px: up to 5)")
@@ -509,11 +514,14 @@ class GlowFlow(nn.Module):
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """y (N, C, S, S) -> (z (N, D), log|det dz/dy| (N,) in nats)."""
+        self._check_input(y)
+        zs, log_det = self.inn(y)
+        return torch.cat([z.flatten(1) for z in zs], 1), log_det
+
+    def _check_input(self, y: Tensor) -> None:
         if y.ndim != 4 or tuple(y.shape[1:]) != self.image_shape:
             raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(y.shape)}")
-        zs, log_det = self.inn(y)
-        return torch.cat([z.flatten(1) for z in zs], 1), log_det
 
     def inverse(self, z: Tensor) -> Tensor:
         """z (N, D) -> y (N, C, S, S) (exact inverse of :meth:`forward`)."""
@@ -533,33 +541,22 @@ class GlowFlow(nn.Module):
         return -0.5 * z.square().sum(1) - self.n_dims * _HALF_LOG_2PI + log_det
 
     def log_prob_by_level(self, y: Tensor) -> Tensor:
-        """Each level's share of log p_Y(y) in nats, (N, L): equation (7), summing to :meth:`log_prob`.
+        """Each level's share of log p_Y(y) in nats, (N, L): equation (7); the row sums are :meth:`log_prob`.
 
+        ``y`` (N, C, S, S) are dequantised images as for :meth:`forward` (S = ``config.pad_to`` if set).
         Level l contributes the log-density of the latent it factors out (the last level: of what is
-        left) plus the log|det| of its own layers (squeeze, ActNorm, mixing, coupling, split prior);
-        the logit pre-transform counts to level 0, the finest. FrEIA's ``GraphINN`` only returns the
-        total log|det|, so forward hooks on the layers collect their terms during one ordinary pass.
+        left) plus the log|det| of its own layers (squeeze, ActNorm, mixing, coupling, split prior); the
+        logit pre-transform counts to level 0, the finest. One pass of FrEIA's ``GraphINN`` with
+        ``intermediate_outputs=True`` gives every latent and every layer's log|det|.
         """
-        shares: dict[str, Tensor] = {}
-        hooks = []
-        for node in self.inn.node_list:
-            if node.name in self._node_levels:
-                def keep(module, inputs, output, name=node.name):
-                    shares[name] = torch.as_tensor(output[1], dtype=y.dtype, device=y.device)
-                hooks.append(node.module.register_forward_hook(keep))
-        try:
-            z, _ = self(y)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        self._check_input(y)
+        outs, log_dets = self.inn(y, intermediate_outputs=True)
         per_level = y.new_zeros(len(y), self.config.n_levels)
-        for name, log_det in shares.items():
-            per_level[:, self._node_levels[name]] += log_det
-        start = 0
-        for level, shape in enumerate(self.latent_shapes):  # z0 leaves at level 0, ..., the last z at the end
-            size = int(np.prod(shape))
-            per_level[:, level] += -0.5 * z[:, start:start + size].square().sum(1) - size * _HALF_LOG_2PI
-            start += size
+        for node, log_det in log_dets.items():
+            per_level[:, self._node_levels[node.name]] += log_det
+        for out_node in self.inn.out_nodes:  # "z<level>": the latent that leaves at that level
+            z = outs[out_node, 0].flatten(1)
+            per_level[:, _level_of(out_node.name)] += -0.5 * z.square().sum(1) - z.shape[1] * _HALF_LOG_2PI
         return per_level
 
     def dequantized_log_prob(self, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -602,8 +599,12 @@ class GlowFlow(nn.Module):
 
 
 def pad_images(images: Tensor, side: int) -> Tensor:
-    """(N, C, S, S) in [0, 1] -> (N, C, side, side): the same images centred on a black border."""
+    """(N, C, S, S) in [0, 1] -> (N, C, side, side): the same square images centred on a black border."""
     _check_images(images, "images")
+    if isinstance(side, bool) or not isinstance(side, int):
+        raise ValueError(f"side must be an integer number of pixels, got {side!r}")
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"pad_images needs square images, got {images.shape[-2]} x {images.shape[-1]}")
     extra = side - int(images.shape[-1])
     if extra < 0 or extra % 2:
         raise ValueError(f"cannot pad {images.shape[-1]} px images to {side} px: need an even number of extra pixels >= 0")
@@ -611,6 +612,7 @@ def pad_images(images: Tensor, side: int) -> Tensor:
 
 
 def _crop_center(images: Tensor, side: int) -> Tensor:
+    """The central side x side pixels of (N, C, S, S) images: undoes :func:`pad_images`."""
     border = (int(images.shape[-1]) - side) // 2
     return images[..., border:border + side, border:border + side] if border > 0 else images
 
@@ -901,7 +903,11 @@ class GlowDetector:
         return self.model
 
     def _pad(self, images: Tensor) -> Tensor:
-        """The images the flow sees: ``images`` with a black border up to ``config.pad_to`` px (if set)."""
+        """The images the flow sees: ``images`` (N, C, S, S) with a black border up to ``config.pad_to`` px
+        (if set). S must be the side of the images given to :meth:`fit`."""
+        if self._image_side is not None and images.ndim == 4 and int(images.shape[-1]) != self._image_side:
+            raise ValueError(f"this detector was fitted on {self._image_side} px images, got {images.shape[-1]} px: "
+                             f"give images of the training size (it pads them itself)")
         return pad_images(images, self.config.pad_to) if self.config.pad_to is not None else images
 
     def log_prob(self, images: Tensor, mode: str = "center", *, generator: torch.Generator | None = None) -> Tensor:
@@ -914,7 +920,8 @@ class GlowDetector:
         return nll_bits_from_log_prob(self.log_prob(images, "center"), self._require_fit().n_dims)
 
     def level_bits(self, images: Tensor) -> Tensor:
-        """Each level's share of NLL_bits(x) at the bin centres, (N, L) float64 (equation 7): column l is
+        """Each level's share of NLL_bits(x) at the bin centres for images (N, C, S, S) in [0, 1] of the
+        training size, (N, L) float64 (equation 7): column l is
         -log p_l / ln 2 from :meth:`GlowFlow.log_prob_by_level`; the constant 8 D of equation (2) goes to the
         finest level 0, so the row sums are :meth:`nll_bits`."""
         flow = self._require_fit()
