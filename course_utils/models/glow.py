@@ -795,7 +795,8 @@ def images_log_prob(flow: GlowFlow, images: Tensor, mode: str = "center", *, gen
 @torch.no_grad()
 def _per_chunk(flow: GlowFlow, images: Tensor, batch_size: int, log_prob: Callable[[Tensor], Tensor]) -> Tensor:
     """``log_prob`` of CPU chunks of ``batch_size`` images (N, C, S, S), in order, with the flow in eval
-    mode: (N,) float64 on the CPU (chunk after chunk, so seeded noise does not depend on the device)."""
+    mode: (N,) float64 on the CPU, or (N, L) for a per-level ``log_prob`` (chunk after chunk, so seeded
+    noise does not depend on the device)."""
     _check_images(images, "images")
     flow.eval()
     out = [log_prob(chunk.cpu()).double().cpu() for chunk in images.split(batch_size)]
@@ -926,11 +927,9 @@ class GlowDetector:
         finest level 0, so the row sums are :meth:`nll_bits`."""
         flow = self._require_fit()
         device = next(flow.parameters()).device
-        flow.eval()
-        with torch.no_grad():
-            chunks = [flow.log_prob_by_level(dequantize(chunk.cpu(), "center").to(device)).double().cpu()
-                      for chunk in self._pad(images).split(self.batch_size_eval)]
-        bits = -torch.cat(chunks) / math.log(2.0)
+        log_p = _per_chunk(flow, self._pad(images), self.batch_size_eval,
+                           lambda chunk: flow.log_prob_by_level(dequantize(chunk, "center").to(device)))
+        bits = -log_p / LOG2
         bits[:, 0] += flow.n_dims * math.log2(N_BINS)
         return bits
 
