@@ -4,13 +4,12 @@ Serra et al. (ICLR 2020) score S(x) = NLL_bits(x) - L(x), with L(x) the code len
 compressor, and find that the choice of compressor matters (they compare PNG, JPEG 2000, FLIF). This
 benchmark repeats that comparison on the one-class protocol of DESIGN.md:
 
-- the models are exactly those of ``glow-nll`` / ``glow-complexity`` (``protocol.make_detector``,
-  same config, seed and training data, so they come from the checkpoint cache when those benchmarks
-  ran; otherwise they are trained here, identically);
-- for every dataset, normal class and seed: NLL_bits(x) of the whole test split once, then
-  S(x) = NLL_bits(x) - L(x) for every codec of ``course_utils.complexity.CODECS`` (L(x) of the test
-  split is computed once per dataset: it does not depend on the model) and, as the reference row,
-  the raw NLL (``none``);
+- for every dataset, normal class and seed: the protocol's ``glow-nll`` run
+  (``protocol.evaluate_one_class``; its checkpoint is the one ``glow-complexity`` shares, so it comes
+  from the cache when those benchmarks ran, otherwise it is trained here, identically) gives
+  NLL_bits(x) of the whole test split; then S(x) = NLL_bits(x) - L(x) for every codec of
+  ``course_utils.complexity.CODECS`` (L(x) of the test split is computed once per dataset: it does
+  not depend on the model) and, as the reference row, the raw NLL (``none``);
 - AUROC per class and seed with ``course_utils.metrics.auroc``; mean over classes, ± the spread over
   seeds of the class mean (the same summary as ``benchmarks.one_class``). The ``png`` row therefore
   equals the ``glow-complexity`` benchmark.
@@ -31,10 +30,9 @@ import torch
 
 from course_utils import config
 from course_utils.complexity import CODECS, compressed_bits
-from course_utils.data import dataset_info, one_class_split
+from course_utils.data import dataset_info, load_dataset
 from course_utils.metrics import auroc, summarize_per_class
-from course_utils.models.autoencoder import data_fingerprint
-from course_utils.protocol import make_detector
+from course_utils.protocol import evaluate_one_class
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 
@@ -48,30 +46,26 @@ def run(dataset: str, *, seeds: list[int], classes: list[int] | None = None, cod
     """The benchmark record for one dataset (see the module docstring)."""
     fast = config.is_fast()
     classes = list(range(dataset_info(dataset).n_classes)) if classes is None else list(classes)
-    bits_by_test_set: dict[str, dict[str, np.ndarray]] = {}
-    codec_seconds: dict[str, float] = {}
+    # L(x) depends on the images only, not on the model: once, for the test split every run scores
+    test_images = load_dataset(dataset, "test", source=source).images
+    bits: dict[str, np.ndarray] = {}
+    ms_per_image: dict[str, float] = {}
+    for codec in codecs:
+        start = time.perf_counter()
+        bits[codec] = compressed_bits(test_images, codec)
+        ms_per_image[codec] = 1e3 * (time.perf_counter() - start) / len(test_images)
     rows = (REFERENCE_ROW, *codecs)
     by_row: dict[str, dict[str, list[float]]] = {row: {} for row in rows}
     data_source = None
     for normal_class in classes:
         for seed in seeds:
-            split = one_class_split(dataset, normal_class, seed=seed, source=source)
-            data_source = split.source
-            config.seed_everything(seed)
-            detector = make_detector("glow-complexity", seed, fast, dataset=dataset, source=source)
-            detector.fit(split.train_images)
-            nll = detector.nll_bits(split.test_images).numpy()
-            key = data_fingerprint(split.test_images)
-            if key not in bits_by_test_set:  # L(x) depends on the images only, not on the model
-                bits_by_test_set[key] = {}
-                for codec in codecs:
-                    start = time.perf_counter()
-                    bits_by_test_set[key][codec] = compressed_bits(split.test_images, codec)
-                    codec_seconds[codec] = (time.perf_counter() - start) / len(split.test_images)
-            labels = split.test_labels.numpy()
+            # the protocol's glow-nll run: its scores are NLL_bits(x) of the test split, from the checkpoint
+            # that glow-complexity shares
+            result, data_source = evaluate_one_class("glow-nll", dataset, normal_class, seed=seed, fast=fast,
+                                                     source=source)
             for row in rows:
-                score = nll if row == REFERENCE_ROW else nll - bits_by_test_set[key][row]
-                by_row[row].setdefault(str(normal_class), []).append(round(auroc(score, labels), 6))
+                score = result.scores if row == REFERENCE_ROW else result.scores - bits[row]
+                by_row[row].setdefault(str(normal_class), []).append(round(auroc(score, result.labels), 6))
             if progress:
                 print(f"class {normal_class} seed {seed}: " + ", ".join(
                     f"{row} {by_row[row][str(normal_class)][-1]:.3f}" for row in rows), flush=True)
@@ -80,9 +74,8 @@ def run(dataset: str, *, seeds: list[int], classes: list[int] | None = None, cod
         summary = summarize_per_class(by_row[row])[-1]
         results[row] = {
             "auroc": by_row[row], "mean_auroc": round(summary["mean"], 6), "std_auroc": round(summary["std"], 6),
-            "mean_test_bits": None if row == REFERENCE_ROW else
-            round(float(np.mean([bits[row].mean() for bits in bits_by_test_set.values()])), 1),
-            "ms_per_image": None if row == REFERENCE_ROW else round(1e3 * codec_seconds[row], 3),
+            "mean_test_bits": None if row == REFERENCE_ROW else round(float(bits[row].mean()), 1),
+            "ms_per_image": None if row == REFERENCE_ROW else round(ms_per_image[row], 3),
         }
     # a diagnostic ceiling, NOT a result: the best codec for each class, chosen with the test labels
     best_per_class = [max(float(np.mean(by_row[row][str(c)])) for row in codecs) for c in classes]
