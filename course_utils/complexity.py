@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import _check_images
+from .images import check_images
 
 __all__ = ["CODECS", "compress", "compressed_bits", "png_bits", "quantise_gray"]
 
@@ -71,7 +71,7 @@ CODECS: tuple[str, ...] = tuple(_ENCODERS)
 
 def quantise_gray(images: Tensor) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> (N, H, W) uint8: channels averaged to gray, then the 8-bit levels."""
-    _check_images(images, "images")
+    check_images(images, "images")
     return images.detach().float().mean(1).mul(255).round().to(torch.uint8).cpu().numpy()
 
 

@@ -38,6 +38,7 @@ from data_download.formats import (
 )
 
 from . import config
+from .images import check_images
 
 __all__ = [
     "SAMPLE_DIR",
@@ -427,7 +428,7 @@ def paste_squares(
         (defective, mask): defective (N, 1, H, W) in [0, 1]; mask bool (N, 1, H, W), True
         where a pixel was replaced (a pixel-level ground truth).
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     low, high = size_range
     if not (1 <= low <= high < min(images.shape[-2:])):
         raise ValueError(f"size_range {size_range} must satisfy 1 <= low <= high < image side")
@@ -502,14 +503,3 @@ def frequency_stripes(
         images.append(stripes.unsqueeze(1))
         freqs.append(torch.full((n_per_frequency,), int(f), dtype=torch.long))
     return torch.cat(images).clamp_(0.0, 1.0), torch.cat(freqs)
-
-
-def _check_images(images: Tensor, name: str) -> None:
-    """Raise ValueError unless ``images`` is a float tensor (N, C, H, W) in [0, 1]."""
-    if not isinstance(images, Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
-        raise ValueError(f"{name} must be a tensor of shape (N, C, H, W), got {shape}")
-    if not images.is_floating_point():
-        raise ValueError(f"{name} must be float in [0, 1], got dtype {images.dtype}: divide uint8 images by 255")
-    if images.numel() and (images.min() < 0 or images.max() > 1 or not torch.isfinite(images).all()):
-        raise ValueError(f"{name} must lie in [0, 1], found range [{float(images.min()):.3g}, {float(images.max()):.3g}]")

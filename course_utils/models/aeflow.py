@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import config as course_config
-from ..data import _check_images
+from ..images import check_images
 from ..complexity import png_bits
 from ..metrics import _as_1d_float, _check_finite
 
@@ -690,7 +690,7 @@ class AEFlowDetector:
         """Train on NORMAL images (N, C, H, W) in [0, 1] (or load the cached checkpoint)."""
         from ..training import train, train_or_load
 
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         self.config, self.fallback_message = resolve_config(self.requested_config, fallback=self.fallback)
         cfg = self.config
         course_config.seed_everything(self.seed)
@@ -725,7 +725,7 @@ class AEFlowDetector:
         """Every per-image term, (N,) float64 arrays: ``flow`` (S_flow, z), ``flow_full``, ``ssim``
         (1 - SSIM), ``mse`` and ``bits`` (PNG length of the input, for complexity correction)."""
         model = self._check_fitted()
-        _check_images(images, "images")
+        check_images(images, "images")
         parts: dict[str, list[Tensor]] = {"flow": [], "flow_full": [], "ssim": [], "mse": []}
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size_eval):

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import config as course_config
-from ..data import _check_images
+from ..images import check_images
 
 __all__ = [
     "ConvAutoencoder",
@@ -166,8 +166,8 @@ def gaussian_window(win_size: int = 11, sigma: float = 1.5, *, dtype=torch.float
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
-    _check_images(x, "x")
-    _check_images(y, "y")
+    check_images(x, "x")
+    check_images(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
@@ -307,7 +307,7 @@ def data_fingerprint(images: Tensor) -> str:
     uint8 files): about 10 ms for 6,000 MNIST images. Used in checkpoint-cache keys, so a
     model trained on other data is never loaded by mistake.
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     quantised = (images.detach().cpu().float() * 255.0).round().to(torch.uint8).contiguous().numpy()
     digest = hashlib.sha256(quantised.tobytes()).hexdigest()[:16]
     return "x".join(str(s) for s in images.shape) + "-" + digest
@@ -398,7 +398,7 @@ class AutoencoderDetector:
         """Train on normal images (N, 1, S, S) in [0, 1] (or load the cached model)."""
         from ..training import train, train_or_load
 
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         if train_images.shape[-1] != train_images.shape[-2]:
             raise ValueError(f"train_images must be square, got {tuple(train_images.shape[-2:])}")
         course_config.seed_everything(self.seed)
@@ -428,7 +428,7 @@ class AutoencoderDetector:
     @torch.no_grad()
     def reconstruct(self, images: Tensor, batch_size: int = 1024) -> Tensor:
         """Reconstructions (N, 1, S, S) in [0, 1], on the CPU."""
-        _check_images(images, "images")
+        check_images(images, "images")
         model = self._require_fit()
         parts = [model(chunk.to(self.device)).float().cpu() for chunk in images.split(batch_size)]
         return torch.cat(parts) if parts else images.clone()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..data import _check_images
+from ..images import check_images
 
 __all__ = ["PCADetector", "KNNDetector"]
 
@@ -41,7 +41,7 @@ class PCADetector:
 
     def fit(self, train_images: Tensor) -> "PCADetector":
         """Fit on normal images (N, C, H, W) in [0, 1]; N >= 2."""
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         if train_images.shape[0] < 2:
             raise ValueError("PCA needs at least 2 training images")
         x = _flatten(train_images)
@@ -71,7 +71,7 @@ class PCADetector:
 
     def score(self, images: Tensor) -> Tensor:
         """Squared reconstruction error per image, shape (N,), >= 0."""
-        _check_images(images, "images")
+        check_images(images, "images")
         self._require_fit()
         x = _flatten(images) - self.mean
         residual = x - (x @ self.components.T) @ self.components
@@ -101,7 +101,7 @@ class KNNDetector:
 
     def fit(self, train_images: Tensor) -> "KNNDetector":
         """Store the normal images (N, C, H, W) in [0, 1]; N >= k."""
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         if train_images.shape[0] < self.k:
             raise ValueError(f"k = {self.k} neighbours need at least {self.k} training images, got {train_images.shape[0]}")
         self.train = train_images.reshape(train_images.shape[0], -1).float()
@@ -110,7 +110,7 @@ class KNNDetector:
 
     def score(self, images: Tensor) -> Tensor:
         """Mean distance to the k nearest training images, shape (N,), >= 0."""
-        _check_images(images, "images")
+        check_images(images, "images")
         if self.train is None:
             raise RuntimeError("call fit(train_images) before score()")
         x = images.reshape(images.shape[0], -1).float()

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import config as course_config
-from ..data import _check_images
+from ..images import check_images
 from .autoencoder import data_fingerprint, residual_map, ssim_score
 
 __all__ = [
@@ -326,7 +326,7 @@ def score_terms(
     Returns:
         ``{"residual": A_R (N,), "feature": A_D (N,)[, "ssim": (N,)]}`` as float64 on the CPU.
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = next(gan.parameters()).device if device is None else torch.device(device)
@@ -484,7 +484,7 @@ class FAnoGANDetector:
             NonFiniteLossError / DivergenceError: the GAN or encoder training diverged.
             GANCollapseError: the trained generator's samples are (almost) all the same.
         """
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         if train_images.shape[-1] != train_images.shape[-2] or train_images.shape[-1] not in (28, 32):
             raise ValueError(f"train_images must be 28 x 28 or 32 x 32, got {tuple(train_images.shape[-2:])}")
         self.fit_gan(train_images)
@@ -495,7 +495,7 @@ class FAnoGANDetector:
         """Stage 1: the WGAN-GP (or its cached checkpoint). Returns the GAN."""
         from ..training import train, train_or_load
 
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
         course_config.seed_everything(self.seed)
         gan = WGAN(self.latent_dim, self.width, size, channels).to(self.device)
@@ -544,7 +544,7 @@ class FAnoGANDetector:
         from ..training import train, train_or_load
 
         gan = self._require("gan")
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
         course_config.seed_everything(self.seed + 1)
         encoder = Encoder(self.latent_dim, self.width, size, channels).to(self.device)
@@ -604,7 +604,7 @@ class FAnoGANDetector:
     @torch.no_grad()
     def reconstruct(self, images: Tensor, batch_size: int = 256) -> Tensor:
         """G(E(x)) for images (N, C, S, S) in [0, 1]; returns (N, C, S, S) in [0, 1] on the CPU."""
-        _check_images(images, "images")
+        check_images(images, "images")
         gan, encoder = self._require("gan"), self._require("encoder")
         parts = [gan.generator(encoder(c.to(self.device))).cpu() for c in images.split(batch_size)]
         return torch.cat(parts) if parts else images.clone()

@@ -93,7 +93,7 @@ from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from .. import config as course_config
-from ..data import _check_images
+from ..images import check_images
 from ..complexity import CODECS, compressed_bits, png_bits
 
 __all__ = [
@@ -570,7 +570,7 @@ class GlowFlow(nn.Module):
         device = next(self.parameters()).device
         if self.dequantizer is None:
             return self.log_prob(dequantize(images, "uniform", generator=generator).to(device))
-        _check_images(images, "images")
+        check_images(images, "images")
         levels = _bins(images).to(device)
         eps = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(device)
         u, log_q = self.dequantizer(levels, eps)
@@ -600,7 +600,7 @@ class GlowFlow(nn.Module):
 
 def pad_images(images: Tensor, side: int) -> Tensor:
     """(N, C, S, S) in [0, 1] -> (N, C, side, side): the same square images centred on a black border."""
-    _check_images(images, "images")
+    check_images(images, "images")
     if isinstance(side, bool) or not isinstance(side, int):
         raise ValueError(f"side must be an integer number of pixels, got {side!r}")
     if images.shape[-1] != images.shape[-2]:
@@ -628,7 +628,7 @@ def dequantize(images: Tensor, mode: str = "uniform", *, generator: torch.Genera
     ``mode="uniform"``: u ~ U[0, 1) (training and test bpd; from ``generator`` if given, else the
     global RNG); ``mode="center"``: u = 1/2 (deterministic, for anomaly scores).
     """
-    _check_images(images, "images")
+    check_images(images, "images")
     k = _bins(images)
     if mode == "uniform":
         u = torch.rand(images.shape, generator=generator, dtype=images.dtype).to(images.device)
@@ -739,7 +739,7 @@ def train_glow(model: GlowFlow, images: Tensor, config: GlowConfig, *, seed: int
     """
     from ..training import NonFiniteLossError, train
 
-    _check_images(images, "images")
+    check_images(images, "images")
     config.validate(int(images.shape[-1]))
     epochs = max(1, math.ceil(config.steps / config.steps_per_epoch))
     loader = _chunk_loader(images, config.batch_size, config.steps_per_epoch, seed)
@@ -797,7 +797,7 @@ def _per_chunk(flow: GlowFlow, images: Tensor, batch_size: int, log_prob: Callab
     """``log_prob`` of CPU chunks of ``batch_size`` images (N, C, S, S), in order, with the flow in eval
     mode: (N,) float64 on the CPU, or (N, L) for a per-level ``log_prob`` (chunk after chunk, so seeded
     noise does not depend on the device)."""
-    _check_images(images, "images")
+    check_images(images, "images")
     flow.eval()
     out = [log_prob(chunk.cpu()).double().cpu() for chunk in images.split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
@@ -876,7 +876,7 @@ class GlowDetector:
         """Train on NORMAL images (N, C, S, S) in [0, 1], S = 28 or 32 (or load the cached model)."""
         from ..training import train_or_load
 
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         self.config.validate(int(train_images.shape[-1]))
         flow_images = self._pad(train_images)
         course_config.seed_everything(self.seed)
@@ -991,7 +991,7 @@ class GlowRatioDetector:
     def __init__(self, general_images: Tensor, config: GlowConfig | None = None, *,
                  general_config: GlowConfig | None = None, seed: int = 0, device: torch.device | str | None = None,
                  cache: bool = True, progress: bool = False, batch_size_eval: int = 500) -> None:
-        _check_images(general_images, "general_images")
+        check_images(general_images, "general_images")
         self.general_images = general_images
         options = {"seed": seed, "device": device, "cache": cache, "progress": progress,
                    "batch_size_eval": batch_size_eval}
@@ -1001,7 +1001,7 @@ class GlowRatioDetector:
 
     def fit(self, train_images: Tensor) -> "GlowRatioDetector":
         """Train the normal model on NORMAL images (N, C, S, S) in [0, 1] and, once, the general model."""
-        _check_images(train_images, "train_images")
+        check_images(train_images, "train_images")
         if tuple(train_images.shape[1:]) != tuple(self.general_images.shape[1:]):
             raise ValueError(f"normal images {tuple(train_images.shape[1:])} and general-domain images "
                              f"{tuple(self.general_images.shape[1:])} must have the same shape: resize one of them")
@@ -1037,7 +1037,7 @@ def patch_scores(detector: GlowDetector, images: Tensor, *, stride: int = 2, pat
     p = model.image_shape[-1] if patch is None else int(patch)
     if p != model.image_shape[-1]:
         raise ValueError(f"the detector was trained on {model.image_shape[-1]} px patches, not {p} px")
-    _check_images(images, "images")
+    check_images(images, "images")
     n, c, h, w = images.shape
     if stride < 1 or p > min(h, w):
         raise ValueError(f"need 1 <= stride and patch side {p} <= image side {min(h, w)}")
@@ -1055,7 +1055,7 @@ def extract_patches(images: Tensor, patch: int, stride: int) -> tuple[Tensor, li
     """All patches of side ``patch`` at step ``stride`` (the last row / column always included).
 
     Returns (patches (N, P, C, patch, patch), [(top, left)] * P)."""
-    _check_images(images, "images")
+    check_images(images, "images")
     h, w = images.shape[-2:]
     if patch > min(h, w) or patch < 1 or stride < 1:
         raise ValueError(f"need 1 <= patch <= {min(h, w)} and stride >= 1, got patch={patch}, stride={stride}")
