@@ -29,15 +29,11 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..files import atomic_write_bytes
-from .formats import DataFormatError, DatasetFormat, Report, SplitArrays
-
-if TYPE_CHECKING:  # only for type hints: registry imports this module
-    from .registry import DatasetSpec
+from .formats import DataFormatError, DatasetFormat, DatasetSpec, Report, SplitArrays
 
 __all__ = ["ImageFolderFormat", "MaskRule", "IMAGE_SUFFIXES", "MANIFEST"]
 
@@ -115,7 +111,7 @@ class ImageFolderFormat(DatasetFormat):
     def target(self, root: Path) -> Path:
         return Path(root) / self.folder
 
-    def local_files(self, spec: "DatasetSpec", root: Path, size: int) -> list[Path]:
+    def local_files(self, spec: DatasetSpec, root: Path, size: int) -> list[Path]:
         return [self.target(root) / MANIFEST]
 
     def _layout_hint(self) -> str:
@@ -231,7 +227,7 @@ class ImageFolderFormat(DatasetFormat):
                                           f"{base / entry.path} is {image.shape[1]}x{image.shape[0]} px")
 
     # ----- the format interface ---------------------------------------------------------------
-    def _manifest(self, spec: "DatasetSpec", root: Path) -> dict:
+    def _manifest(self, spec: DatasetSpec, root: Path) -> dict:
         path = self.target(root) / MANIFEST
         try:
             manifest = json.loads(path.read_text())
@@ -242,7 +238,7 @@ class ImageFolderFormat(DatasetFormat):
             raise DataFormatError(f"{path} is unreadable or not {spec.name}'s manifest ({error}); import the dataset "
                                   f"again: python -m data_download {spec.name} --from-dir DIR") from error
 
-    def read(self, spec: "DatasetSpec", split: str, root: Path, size: int) -> SplitArrays:
+    def read(self, spec: DatasetSpec, split: str, root: Path, size: int) -> SplitArrays:
         manifest = self._manifest(spec, root)
         base = self.target(root)
         entries = [_Entry(**item) for item in manifest["images"] if item["split"] == split]
@@ -261,7 +257,7 @@ class ImageFolderFormat(DatasetFormat):
             "from the published protocol")
         return SplitArrays(images, labels, masks, note)
 
-    def import_from_dir(self, spec: "DatasetSpec", src_dir: Path, root: Path, size: int, report: Report) -> None:
+    def import_from_dir(self, spec: DatasetSpec, src_dir: Path, root: Path, size: int, report: Report) -> None:
         target = self.target(root)
         try:
             base = self._source_root(src_dir)
@@ -300,7 +296,7 @@ class ImageFolderFormat(DatasetFormat):
             shutil.rmtree(staging, ignore_errors=True)
         report.lines.append(f"wrote {len(files):,} files and {MANIFEST} to {target}")
 
-    def verify(self, spec: "DatasetSpec", root: Path, size: int, report: Report, remove_bad: bool) -> None:
+    def verify(self, spec: DatasetSpec, root: Path, size: int, report: Report, remove_bad: bool) -> None:
         target = self.target(root)
         if not (target / MANIFEST).is_file():
             report.fail(f"{target / MANIFEST} is missing: import the dataset with "
@@ -329,7 +325,7 @@ class ImageFolderFormat(DatasetFormat):
             report.lines.append(f"removed {sum(p.name != MANIFEST for p in bad)} bad file(s) and {MANIFEST}: import "
                                 f"the dataset again (python -m data_download {spec.name} --from-dir DIR)")
 
-    def status(self, spec: "DatasetSpec", root: Path) -> str:
+    def status(self, spec: DatasetSpec, root: Path) -> str:
         target = self.target(root)
         if not (target / MANIFEST).is_file():
             return "not imported (no manifest)" if target.is_dir() else "missing"

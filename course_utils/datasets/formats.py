@@ -25,17 +25,14 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..files import atomic_write_bytes
 
-if TYPE_CHECKING:  # only for type hints: registry imports this module
-    from .registry import DatasetSpec
-
 __all__ = [
     "DataFormatError",
+    "DatasetSpec",
     "Report",
     "SplitArrays",
     "DatasetFormat",
@@ -116,15 +113,15 @@ class DatasetFormat:
     has_masks: bool = False  # pixel ground truth for anomalous images
     downloadable: bool = True  # ``fetch`` can download it (False: import from a folder only)
 
-    def local_files(self, spec: "DatasetSpec", root: Path, size: int) -> list[Path]:
+    def local_files(self, spec: DatasetSpec, root: Path, size: int) -> list[Path]:
         """The files a complete local copy consists of (their mtimes key the in-memory read cache)."""
         raise NotImplementedError
 
-    def present(self, spec: "DatasetSpec", root: Path, size: int) -> bool:
+    def present(self, spec: DatasetSpec, root: Path, size: int) -> bool:
         """True when a local copy is there to read (whether it is complete is for ``read`` to say)."""
         return all(path.is_file() for path in self.local_files(spec, root, size))
 
-    def read(self, spec: "DatasetSpec", split: str, root: Path, size: int) -> SplitArrays:
+    def read(self, spec: DatasetSpec, split: str, root: Path, size: int) -> SplitArrays:
         """Read one split of the local copy.
 
         Raises:
@@ -132,12 +129,12 @@ class DatasetFormat:
         """
         raise NotImplementedError
 
-    def import_from_dir(self, spec: "DatasetSpec", src_dir: Path, root: Path, size: int, report: Report) -> None:
+    def import_from_dir(self, spec: DatasetSpec, src_dir: Path, root: Path, size: int, report: Report) -> None:
         """Check the dataset's files in ``src_dir`` and write them into ``root``, atomically,
         only when every file passed; problems go into ``report``."""
         raise NotImplementedError
 
-    def fetch(self, spec: "DatasetSpec", staging: Path, size: int) -> Path:
+    def fetch(self, spec: DatasetSpec, staging: Path, size: int) -> Path:
         """Download the dataset into the empty folder ``staging``; return the folder that
         ``import_from_dir`` then imports from.
 
@@ -150,13 +147,67 @@ class DatasetFormat:
             f"python -m data_download {spec.name} --from-dir DIR"
         )
 
-    def verify(self, spec: "DatasetSpec", root: Path, size: int, report: Report, remove_bad: bool) -> None:
+    def verify(self, spec: DatasetSpec, root: Path, size: int, report: Report, remove_bad: bool) -> None:
         """Check the local copy; with ``remove_bad`` remove what is corrupt, so it is never read."""
         raise NotImplementedError
 
-    def status(self, spec: "DatasetSpec", root: Path) -> str:
+    def status(self, spec: DatasetSpec, root: Path) -> str:
         """A few words for ``--list``: ``present``, ``partial (...)``, ``missing``, ..."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Facts about one dataset: classes, official split sizes, licence, and its format.
+
+    Attributes:
+        name: the name used everywhere (``load_dataset``, the command line, result files).
+        format: how its files are stored, fetched, imported, verified and read.
+        class_names: one name per class index; class 0 is the normal class of the
+            industrial / medical sets (``good``, ``ok``, ``normal``).
+        split_sizes: official number of images per split; a local copy with other counts
+            is read but reported as partial.
+        license, citation: shown by ``--list`` and in the README.
+        homepage: where to get the files when the course cannot download them.
+        sizes: image sides (px) the dataset comes in; None = any side >= 8 (image folders
+            are resized when read).
+        default_size: the side ``load_dataset`` uses when none is given.
+        has_sample: a bundled sample exists in ``course_utils/sample_data/<name>.npz``.
+    """
+
+    name: str
+    format: DatasetFormat
+    class_names: tuple[str, ...]
+    split_sizes: dict[str, int]
+    license: str
+    citation: str
+    homepage: str = ""
+    sizes: tuple[int, ...] | None = (28,)
+    default_size: int = 28
+    has_sample: bool = False
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.split_sizes)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def has_masks(self) -> bool:
+        """True when anomalous test images come with pixel ground truth."""
+        return self.format.has_masks
+
+    def check_size(self, size: int) -> None:
+        """Raise ValueError unless the dataset can be read at ``size`` px."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"size must be an integer number of px, got {size!r}")
+        if self.sizes is None:
+            if size < 8:
+                raise ValueError(f"{self.name}: size must be >= 8 px, got {size}")
+        elif size not in self.sizes:
+            raise ValueError(f"{self.name} comes in sizes {self.sizes} px, not {size}")
 
 
 # --------------------------------------------------------------------------- idx
@@ -213,7 +264,7 @@ def read_idx_file(path: Path) -> tuple[np.ndarray, bytes]:
     return parse_idx(raw, source=str(path)), raw
 
 
-def check_idx_pair(spec: "DatasetSpec", split: str, images: np.ndarray, labels: np.ndarray, *, source: str) -> str | None:
+def check_idx_pair(spec: DatasetSpec, split: str, images: np.ndarray, labels: np.ndarray, *, source: str) -> str | None:
     """Check an images / labels pair of an idx dataset.
 
     Returns:
@@ -274,17 +325,17 @@ class IdxFormat(DatasetFormat):
     def raw_dir(self, root: Path) -> Path:
         return Path(root) / self.folder / "raw"
 
-    def local_files(self, spec: "DatasetSpec", root: Path, size: int) -> list[Path]:
+    def local_files(self, spec: DatasetSpec, root: Path, size: int) -> list[Path]:
         return [self.raw_dir(root) / stem for stem in IDX_FILES.values()]
 
-    def read(self, spec: "DatasetSpec", split: str, root: Path, size: int) -> SplitArrays:
+    def read(self, spec: DatasetSpec, split: str, root: Path, size: int) -> SplitArrays:
         raw = self.raw_dir(root)
         images, _ = read_idx_file(raw / IDX_FILES[(split, "images")])
         labels, _ = read_idx_file(raw / IDX_FILES[(split, "labels")])
         note = check_idx_pair(spec, split, images, labels, source=str(raw)) or ""
         return SplitArrays(images, labels.astype(np.int64), None, note)
 
-    def check_file(self, spec: "DatasetSpec", path: Path) -> tuple[np.ndarray, bytes, str]:
+    def check_file(self, spec: DatasetSpec, path: Path) -> tuple[np.ndarray, bytes, str]:
         """Read and check one idx file; return (array, raw bytes, how it was verified).
 
         Raises:
@@ -301,7 +352,7 @@ class IdxFormat(DatasetFormat):
             return array, raw, "md5 of the official content"
         return array, raw, "structure only (no official checksum for this copy)"
 
-    def _check_pairs(self, spec: "DatasetSpec", arrays: dict[str, np.ndarray], source: str, report: Report) -> None:
+    def _check_pairs(self, spec: DatasetSpec, arrays: dict[str, np.ndarray], source: str, report: Report) -> None:
         """Check each split's images / labels pair that is complete in ``arrays`` (keyed by stem)."""
         for split in ("train", "test"):
             images, labels = (arrays.get(IDX_FILES[(split, part)]) for part in ("images", "labels"))
@@ -315,7 +366,7 @@ class IdxFormat(DatasetFormat):
             if partial:
                 report.warnings.append(partial)
 
-    def import_from_dir(self, spec: "DatasetSpec", src_dir: Path, root: Path, size: int, report: Report) -> None:
+    def import_from_dir(self, spec: DatasetSpec, src_dir: Path, root: Path, size: int, report: Report) -> None:
         checked: dict[str, tuple[np.ndarray, bytes]] = {}
         for stem in IDX_FILES.values():
             source = _idx_source(self.folder, src_dir, stem)
@@ -339,7 +390,7 @@ class IdxFormat(DatasetFormat):
             atomic_write_bytes(raw_dir / stem, raw)
         report.lines.append(f"wrote {len(checked)} files to {raw_dir} (torchvision layout, uncompressed)")
 
-    def fetch(self, spec: "DatasetSpec", staging: Path, size: int) -> Path:
+    def fetch(self, spec: DatasetSpec, staging: Path, size: int) -> Path:
         import torchvision.datasets as tvd
 
         dataset_class = getattr(tvd, self.torchvision_class)
@@ -347,7 +398,7 @@ class IdxFormat(DatasetFormat):
             dataset_class(root=str(staging), train=train, download=True)
         return self.raw_dir(staging)
 
-    def verify(self, spec: "DatasetSpec", root: Path, size: int, report: Report, remove_bad: bool) -> None:
+    def verify(self, spec: DatasetSpec, root: Path, size: int, report: Report, remove_bad: bool) -> None:
         arrays = {}
         for path in self.local_files(spec, root, size):
             if not path.is_file():
@@ -364,7 +415,7 @@ class IdxFormat(DatasetFormat):
                     report.lines.append(f"removed {path}")
         self._check_pairs(spec, arrays, str(self.raw_dir(root)), report)
 
-    def status(self, spec: "DatasetSpec", root: Path) -> str:
+    def status(self, spec: DatasetSpec, root: Path) -> str:
         files = self.local_files(spec, root, 28)
         present = [path.is_file() for path in files]
         if not any(present):
@@ -382,7 +433,7 @@ def medmnist_filename(name: str, size: int = 28) -> str:
     return f"{name}.npz" if size == 28 else f"{name}_{size}.npz"
 
 
-def parse_medmnist_npz(path: Path, spec: "DatasetSpec", size: int = 28) -> tuple[dict[str, np.ndarray], list[str]]:
+def parse_medmnist_npz(path: Path, spec: DatasetSpec, size: int = 28) -> tuple[dict[str, np.ndarray], list[str]]:
     """Read and check a MedMNIST npz file.
 
     Returns:
@@ -466,18 +517,18 @@ class MedMNISTFormat(DatasetFormat):
     npz_md5: dict[int, str] = field(default_factory=dict)
     kind = "medmnist"
 
-    def path(self, spec: "DatasetSpec", root: Path, size: int) -> Path:
+    def path(self, spec: DatasetSpec, root: Path, size: int) -> Path:
         return Path(root) / medmnist_filename(spec.name, size)
 
-    def local_files(self, spec: "DatasetSpec", root: Path, size: int) -> list[Path]:
+    def local_files(self, spec: DatasetSpec, root: Path, size: int) -> list[Path]:
         return [self.path(spec, root, size)]
 
-    def read(self, spec: "DatasetSpec", split: str, root: Path, size: int) -> SplitArrays:
+    def read(self, spec: DatasetSpec, split: str, root: Path, size: int) -> SplitArrays:
         arrays, problems = parse_medmnist_npz(self.path(spec, root, size), spec, size)
         note = "; ".join(problems)
         return SplitArrays(arrays[f"{split}_images"], arrays[f"{split}_labels"], None, note)
 
-    def import_from_dir(self, spec: "DatasetSpec", src_dir: Path, root: Path, size: int, report: Report) -> None:
+    def import_from_dir(self, spec: DatasetSpec, src_dir: Path, root: Path, size: int, report: Report) -> None:
         filename = medmnist_filename(spec.name, size)
         source = next((p for p in (src_dir / filename, src_dir / spec.name / filename) if p.is_file()), None)
         if source is None:
@@ -504,7 +555,7 @@ class MedMNISTFormat(DatasetFormat):
             atomic_write_bytes(target, data)
         report.lines.append(f"wrote {target} (medmnist layout)")
 
-    def fetch(self, spec: "DatasetSpec", staging: Path, size: int) -> Path:
+    def fetch(self, spec: DatasetSpec, staging: Path, size: int) -> Path:
         try:
             import medmnist
         except ImportError as err:
@@ -514,7 +565,7 @@ class MedMNISTFormat(DatasetFormat):
             dataset_class(split=split, root=str(staging), download=True, size=size)
         return staging
 
-    def verify(self, spec: "DatasetSpec", root: Path, size: int, report: Report, remove_bad: bool) -> None:
+    def verify(self, spec: DatasetSpec, root: Path, size: int, report: Report, remove_bad: bool) -> None:
         path = self.path(spec, root, size)
         if not path.is_file():
             report.fail(f"{path} is missing")
@@ -530,6 +581,6 @@ class MedMNISTFormat(DatasetFormat):
                 path.unlink()
                 report.lines.append(f"removed {path}")
 
-    def status(self, spec: "DatasetSpec", root: Path) -> str:
+    def status(self, spec: DatasetSpec, root: Path) -> str:
         sizes = [s for s in spec.sizes if self.path(spec, root, s).is_file()]
         return f"present ({', '.join(f'{s} px' for s in sizes)})" if sizes else "missing"

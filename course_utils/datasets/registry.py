@@ -1,6 +1,6 @@
 """The dataset registry: every dataset the course knows, one entry each.
 
-An entry is a :class:`DatasetSpec`: the name, the classes, the official split sizes, the
+An entry is a :class:`DatasetSpec` (defined in ``formats.py``, re-exported here): the name, the classes, the official split sizes, the
 licence and citation, and ONE format instance that knows the files (``formats.py`` for idx
 and MedMNIST npz, ``folders.py`` for image folders). Everything else (``load_dataset``,
 ``python -m data_download``, ``--list``, ``--verify``, the bundled sample) works from the
@@ -9,70 +9,15 @@ entry alone. How to add a dataset: ``docs/design.md``, section "Datasets".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from .folders import ImageFolderFormat, MaskRule
-from .formats import DatasetFormat, IdxFormat, MedMNISTFormat
+from .formats import DatasetSpec, IdxFormat, MedMNISTFormat
 
 __all__ = ["DatasetSpec", "DATASETS", "SAMPLE_DIR", "get_spec", "register"]
 
 # the bundled samples (a few hundred real images per class) of the datasets that have one
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Facts about one dataset: classes, official split sizes, licence, and its format.
-
-    Attributes:
-        name: the name used everywhere (``load_dataset``, the command line, result files).
-        format: how its files are stored, fetched, imported, verified and read.
-        class_names: one name per class index; class 0 is the normal class of the
-            industrial / medical sets (``good``, ``ok``, ``normal``).
-        split_sizes: official number of images per split; a local copy with other counts
-            is read but reported as partial.
-        license, citation: shown by ``--list`` and in the README.
-        homepage: where to get the files when the course cannot download them.
-        sizes: image sides (px) the dataset comes in; None = any side >= 8 (image folders
-            are resized when read).
-        default_size: the side ``load_dataset`` uses when none is given.
-        has_sample: a bundled sample exists in ``course_utils/sample_data/<name>.npz``.
-    """
-
-    name: str
-    format: DatasetFormat
-    class_names: tuple[str, ...]
-    split_sizes: dict[str, int]
-    license: str
-    citation: str
-    homepage: str = ""
-    sizes: tuple[int, ...] | None = (28,)
-    default_size: int = 28
-    has_sample: bool = False
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(self.split_sizes)
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def has_masks(self) -> bool:
-        """True when anomalous test images come with pixel ground truth."""
-        return self.format.has_masks
-
-    def check_size(self, size: int) -> None:
-        """Raise ValueError unless the dataset can be read at ``size`` px."""
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise ValueError(f"size must be an integer number of px, got {size!r}")
-        if self.sizes is None:
-            if size < 8:
-                raise ValueError(f"{self.name}: size must be >= 8 px, got {size}")
-        elif size not in self.sizes:
-            raise ValueError(f"{self.name} comes in sizes {self.sizes} px, not {size}")
 
 
 DATASETS: dict[str, DatasetSpec] = {}
