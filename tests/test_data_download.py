@@ -1,8 +1,10 @@
-"""Tests for data_download: idx / npz parsing, import from a folder, atomic writes, verify,
+"""Tests for the idx and MedMNIST formats and the data commands (``course_utils.datasets``,
+``python -m data_download``): idx / npz parsing, import from a folder, atomic writes, verify,
 status, the bundled-sample builder, download (with fake torchvision / medmnist) and the CLI.
+Image-folder datasets are tested in ``test_folder_datasets.py``.
 
-Every file is synthetic and lives in a temporary folder; no test touches the network,
-../shared or the package's own sample_data.
+Every file is synthetic and lives in a temporary folder; no test touches the network, a
+developer's data folder or the package's own sample_data.
 """
 
 from __future__ import annotations
