@@ -284,9 +284,14 @@ def test_verify_and_status(data_home, mvtec_src):
 
 def test_corrupt_manifest_is_reported(data_home, mvtec_src):
     assert import_from_dir("mvtec-bottle", mvtec_src[0], data_home).ok
-    (data_home / "mvtec_ad" / "bottle" / "manifest.json").write_text("{not json")
-    with pytest.raises(DataFormatError, match="manifest.json"):
-        load_dataset("mvtec-bottle", "train")
+    manifest = data_home / "mvtec_ad" / "bottle" / "manifest.json"
+    good = json.loads(manifest.read_text())
+    for broken in ("{not json", json.dumps({**good, "images": [{"split": "train"}]}), json.dumps({**good, "version": 99})):
+        manifest.write_text(broken)
+        with pytest.raises(DataFormatError, match="manifest.json"):
+            load_dataset("mvtec-bottle", "train")
+        assert status("mvtec-bottle", data_home) == "corrupt manifest"
+        assert not verify("mvtec-bottle", data_home).ok
 
 
 def test_cli_list_shows_folder_datasets(data_home, capsys):

@@ -227,21 +227,26 @@ class ImageFolderFormat(DatasetFormat):
                                           f"{base / entry.path} is {image.shape[1]}x{image.shape[0]} px")
 
     # ----- the format interface ---------------------------------------------------------------
-    def _manifest(self, spec: DatasetSpec, root: Path) -> dict:
+    def _manifest(self, spec: DatasetSpec, root: Path) -> tuple[list[_Entry], dict[str, str]]:
+        """The manifest's image list and sha256 per file.
+
+        Raises:
+            DataFormatError: the manifest is unreadable, of another version or dataset, or malformed.
+        """
         path = self.target(root) / MANIFEST
         try:
             manifest = json.loads(path.read_text())
             if manifest.get("version") != MANIFEST_VERSION or manifest.get("dataset") != spec.name:
                 raise ValueError(f"version {manifest.get('version')} / dataset {manifest.get('dataset')!r}")
-            return manifest
-        except (OSError, ValueError, AttributeError) as error:
+            entries = [_Entry(**item) for item in manifest["images"]]
+            return entries, {str(rel): str(digest) for rel, digest in manifest["sha256"].items()}
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
             raise DataFormatError(f"{path} is unreadable or not {spec.name}'s manifest ({error}); import the dataset "
                                   f"again: python -m data_download {spec.name} --from-dir DIR") from error
 
     def read(self, spec: DatasetSpec, split: str, root: Path, size: int) -> SplitArrays:
-        manifest = self._manifest(spec, root)
         base = self.target(root)
-        entries = [_Entry(**item) for item in manifest["images"] if item["split"] == split]
+        entries = [entry for entry in self._manifest(spec, root)[0] if entry.split == split]
         images = np.stack([self._decode(base / e.path, size) for e in entries]) if entries else np.zeros(
             (0, size, size, 3) if self.color else (0, size, size), np.uint8)
         labels = np.array([e.label for e in entries], dtype=np.int64)
@@ -303,12 +308,12 @@ class ImageFolderFormat(DatasetFormat):
                         f"python -m data_download {spec.name} --from-dir DIR")
             return
         try:
-            manifest = self._manifest(spec, root)
+            _, sha256 = self._manifest(spec, root)
         except DataFormatError as error:
             report.fail(str(error))
             return
         bad = []
-        for rel, digest in manifest["sha256"].items():
+        for rel, digest in sha256.items():
             path = target / rel
             if not path.is_file():
                 report.fail(f"{path} is missing")
@@ -317,7 +322,7 @@ class ImageFolderFormat(DatasetFormat):
                 report.fail(f"{path}: sha256 differs from the manifest (changed or corrupt)")
                 bad.append(path)
         if not bad:
-            report.lines.append(f"{target}: OK, {len(manifest['sha256']):,} files match their sha256")
+            report.lines.append(f"{target}: OK, {len(sha256):,} files match their sha256")
         elif remove_bad:
             for path in bad:
                 path.unlink(missing_ok=True)
@@ -330,10 +335,10 @@ class ImageFolderFormat(DatasetFormat):
         if not (target / MANIFEST).is_file():
             return "not imported (no manifest)" if target.is_dir() else "missing"
         try:
-            images = self._manifest(spec, root)["images"]
+            entries, _ = self._manifest(spec, root)
         except DataFormatError:
             return "corrupt manifest"
-        counts = {split: sum(item["split"] == split for item in images) for split in spec.splits}
+        counts = {split: sum(entry.split == split for entry in entries) for split in spec.splits}
         complete = all(counts[s] == spec.split_sizes[s] for s in spec.splits)
         return "present" if complete else "partial (" + ", ".join(f"{n:,} {s}" for s, n in counts.items()) + ")"
 
