@@ -120,7 +120,7 @@ def test_mvtec_import_and_load_with_masks(data_home, mvtec_src, capsys):
     assert train.images.shape == (4, 3, SIDE, SIDE) and train.images.dtype == torch.float32
     assert train.labels.tolist() == [0] * 4 and train.source == "partial"
     assert train.masks.shape == (4, 1, SIDE, SIDE) and not train.masks.any()
-    original = np.asarray(Image.open(src / "bottle" / "train" / "good" / "000.png"))
+    original = np.array(Image.open(src / "bottle" / "train" / "good" / "000.png"))
     torch.testing.assert_close(train.images[0], torch.from_numpy(original).permute(2, 0, 1).float() / 255)
 
     test = load_dataset("mvtec-bottle", "test", size=SIDE)
