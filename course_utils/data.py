@@ -1,14 +1,20 @@
 """Datasets by name, the one-class split, synthetic anomalies and toy sets.
 
 Every image the course uses comes through here, as a float32 tensor of shape
-(N, 1, H, W) with values in [0, 1].
+(N, C, H, W) with values in [0, 1]: C = 1 for the grayscale sets (MNIST, Fashion-MNIST,
+PneumoniaMNIST, chest X-rays), C = 3 for the colour industrial sets (MVTec AD, bTAD).
+Datasets with pixel ground truth also give masks, bool (N, 1, H, W), True = anomalous
+pixel (all False for normal images). The datasets themselves (registry, formats, import)
+are in ``course_utils.datasets``; ``docs/design.md`` explains how to add one.
 
 Where the data come from (``source``):
 
 - ``"auto"`` (default): a full local copy under ``COURSE_DATA_DIR`` -> a download
   (torchvision / medmnist, checksums checked) -> the bundled sample, with a loud warning
   that results come from a small sample. In fast mode (``COURSE_FAST=1``) the bundled
-  sample is used directly, so tests need no network and no data set-up.
+  sample is used directly, so tests need no network and no data set-up. Datasets without
+  a bundled sample (the image folders) use their local copy in every mode, and a missing
+  copy raises FileNotFoundError naming the command that imports it: never other data.
 - ``"full"``: local copy or download; never the sample (raises instead).
 - ``"sample"``: the bundled sample (a few hundred real images per class).
 """
@@ -26,18 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data_download.formats import (
-    IDX_FILES,
-    DataFormatError,
-    DatasetSpec,
-    get_spec,
-    medmnist_filename,
-    parse_medmnist_npz,
-    read_idx_file,
-    check_idx_pair,
-)
-
 from . import config
+from .datasets import store
+from .datasets.formats import DataFormatError, SplitArrays
+from .datasets.registry import DATASETS as _REGISTRY
+from .datasets.registry import SAMPLE_DIR, DatasetSpec, get_spec
 from .images import check_images
 
 __all__ = [
@@ -48,13 +47,13 @@ __all__ = [
     "SampleDataWarning",
     "dataset_info",
     "load_dataset",
+    "local_copy_present",
     "one_class_split",
     "paste_squares",
     "frequency_stripes",
 ]
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
-DATASETS = ("mnist", "fashion-mnist", "pneumoniamnist")
+DATASETS = tuple(_REGISTRY)  # the registered names, in registry order
 SOURCES = ("auto", "full", "sample")
 
 
@@ -67,16 +66,19 @@ class LabelledImages:
     """Images with their class labels.
 
     Attributes:
-        images: float32 (N, 1, H, W) in [0, 1].
+        images: float32 (N, C, H, W) in [0, 1].
         labels: int64 (N,), original class indices.
         source: ``"full"``, ``"partial"`` (a consistent but incomplete local copy) or ``"sample"``.
         note: why the source is what it is (partial counts, sample fallback), or "".
+        masks: bool (N, 1, H, W), True = anomalous pixel, for datasets with pixel ground
+            truth (all False for normal images); None for the others.
     """
 
     images: Tensor
     labels: Tensor
     source: str
     note: str = ""
+    masks: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -89,16 +91,18 @@ class OneClassSplit:
     Attributes:
         dataset: dataset name.
         normal_classes: original class indices treated as normal.
-        train_images: (N_train, 1, H, W) in [0, 1]: normal images (plus the contamination).
+        train_images: (N_train, C, H, W) in [0, 1]: normal images (plus the contamination).
         train_classes: (N_train,) original class labels of the training images.
-        val_images: (N_val, 1, H, W): the official validation split where the dataset has
+        val_images: (N_val, C, H, W): the official validation split where the dataset has
             one (PneumoniaMNIST), else ``val_fraction`` of the normal training images held out.
         val_labels: (N_val,) 1 = anomaly, 0 = normal. Thresholds are chosen here, never on test.
-        test_images: (N_test, 1, H, W): the WHOLE official test split.
+        test_images: (N_test, C, H, W): the WHOLE official test split.
         test_labels: (N_test,) 1 = anomaly, 0 = normal.
         test_classes: (N_test,) original class labels of the test images.
         source: where the images came from (see ``LabelledImages.source``).
         n_contamination: number of anomalous images mixed into training.
+        test_masks: bool (N_test, 1, H, W) pixel ground truth of the test images for datasets
+            that have it (MVTec AD, bTAD), else None.
     """
 
     dataset: str
@@ -112,6 +116,7 @@ class OneClassSplit:
     test_classes: Tensor
     source: str
     n_contamination: int = 0
+    test_masks: Tensor | None = None
 
     def describe(self) -> str:
         """One line for notebooks: sizes, normal classes, anomaly rate, source."""
@@ -126,52 +131,80 @@ class OneClassSplit:
 
 
 def dataset_info(name: str) -> DatasetSpec:
-    """Class names, official split sizes, licence and citation of dataset ``name``."""
+    """Class names, official split sizes, licence, citation and format of dataset ``name``."""
     return get_spec(name)
 
 
 # --------------------------------------------------------------------------- loading
-def load_dataset(name: str, split: str = "train", *, source: str = "auto", size: int = 28) -> LabelledImages:
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    source: str = "auto",
+    size: int | None = None,
+    classes: int | Iterable[int] | None = None,
+) -> LabelledImages:
     """Load one split of a dataset as tensors in [0, 1].
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"`` or ``"pneumoniamnist"``.
-        split: ``"train"``, ``"test"`` (and ``"val"`` for PneumoniaMNIST).
+        name: a registered name (``course_utils.data.DATASETS``), e.g. ``"mnist"``,
+            ``"pneumoniamnist"``, ``"chest-xray"``, ``"mvtec-bottle"``, ``"btad-01"``.
+        split: ``"train"``, ``"test"`` (and ``"val"`` where the dataset has one).
         source: ``"auto"``, ``"full"`` or ``"sample"`` (module docstring).
-        size: image side in px; 28 for all, 64 / 128 / 224 for PneumoniaMNIST via medmnist.
+        size: image side in px; default: the dataset's (28 for the MNIST-like sets, 256 for
+            the image folders). PneumoniaMNIST comes in 28 / 64 / 128 / 224 (via medmnist);
+            image folders are resized to any side >= 8.
+        classes: keep only the images of these class indices (e.g. ``0`` for the normal
+            X-rays of a training split), converted to float only for them.
 
     Returns:
-        LabelledImages with images float32 (N, 1, size, size) in [0, 1], labels int64 (N,).
+        LabelledImages: images float32 (N, C, size, size) in [0, 1], labels int64 (N,), and
+        for datasets with pixel ground truth masks bool (N, 1, size, size).
 
     Raises:
-        ValueError: unknown name, split, source or size.
-        FileNotFoundError: ``source="full"`` and neither a local copy nor a download worked;
-            the message says which command to run or which files to copy.
+        ValueError: unknown name, split, source, size or class.
+        FileNotFoundError: ``source="full"`` (or a dataset without bundled sample) and neither
+            a local copy nor a download worked; the message says which command to run.
     """
     spec = get_spec(name)
     if split not in spec.splits:
         raise ValueError(f"{spec.name} has splits {spec.splits}, not {split!r}")
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    if size not in spec.sizes:
-        raise ValueError(f"{spec.name} comes in sizes {spec.sizes} px, not {size}")
-    images, labels, resolved, note = _resolve_arrays(spec, split, source, size)
+    size = spec.default_size if size is None else size
+    spec.check_size(size)
+    keep = None if classes is None else _as_class_tuple(classes, spec, "classes")
+    arrays, resolved = _resolve_arrays(spec, split, source, size)
+    rows = slice(None) if keep is None else np.flatnonzero(np.isin(arrays.labels, keep))
     # the cached arrays are read-only; torch wants a writable buffer, so copy the uint8 data (cheap)
-    tensor = torch.from_numpy(np.array(images, copy=True)).unsqueeze(1).float().div_(255.0)
-    return LabelledImages(tensor, torch.from_numpy(labels.astype(np.int64)), resolved, note)
+    images = torch.from_numpy(np.array(arrays.images[rows], copy=True))
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+    masks = None if arrays.masks is None else torch.from_numpy(arrays.masks[rows] > 0).unsqueeze(1)
+    labels = torch.from_numpy(arrays.labels[rows].astype(np.int64))
+    return LabelledImages(images.float().div_(255.0), labels, resolved, arrays.note, masks)
 
 
-def _resolve_arrays(spec: DatasetSpec, split: str, source: str, size: int) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """Follow the resolution order of DESIGN.md; return (images uint8, labels, source, note)."""
+def local_copy_present(name: str, size: int | None = None) -> bool:
+    """True when a local copy of dataset ``name`` (at ``size`` px, default: the dataset's) is in
+    ``COURSE_DATA_DIR``, so loading it needs neither a download nor the sample."""
+    spec = get_spec(name)
+    return spec.format.present(spec, config.data_dir(), spec.default_size if size is None else size)
+
+
+def _resolve_arrays(spec: DatasetSpec, split: str, source: str, size: int) -> tuple[SplitArrays, str]:
+    """Follow the resolution order of the module docstring; return (arrays, source)."""
     # the sample is 28 px only: other sizes always need a local copy or a download
-    if source == "sample" or (source == "auto" and config.is_fast() and size == 28):
-        return (*_read_sample(spec, split, size), "sample", "bundled sample")
+    if source == "sample" or (source == "auto" and config.is_fast() and spec.has_sample and size == 28):
+        return _read_sample(spec, split, size), "sample"
     local_dir = config.data_dir()
-    if not _full_copy_present(spec, local_dir, size):
+    if not spec.format.present(spec, local_dir, size):
+        if not spec.format.downloadable:
+            raise FileNotFoundError(f"{spec.name} is not in {local_dir}; it has no bundled sample and the course cannot "
+                                    f"download it.\n{_how_to_get(spec, local_dir, size)}")
         error = _try_download(spec, local_dir, size)
         if error is not None:
             instructions = _how_to_get(spec, local_dir, size)
-            if source == "full" or size != 28:
+            if source == "full" or size != 28 or not spec.has_sample:
                 raise FileNotFoundError(f"{spec.name} ({size} px) is not in {local_dir} and could not be downloaded "
                                         f"({error}).\n{instructions}")
             message = (
@@ -181,31 +214,29 @@ def _resolve_arrays(spec: DatasetSpec, split: str, source: str, size: int) -> tu
             )
             print(message)
             warnings.warn(f"{spec.name}: using the bundled sample ({error})", SampleDataWarning, stacklevel=3)
-            return (*_read_sample(spec, split, size), "sample", "sample fallback: " + str(error))
+            arrays = _read_sample(spec, split, size)
+            arrays.note = "sample fallback: " + str(error)
+            return arrays, "sample"
     try:
-        images, labels, note = _read_full(spec.name, split, str(local_dir), size)
+        arrays = _read_local(spec.name, split, str(local_dir), size)
     except DataFormatError as err:
         raise DataFormatError(
             f"{err}\nFix: `python -m data_download {spec.name} --verify` removes corrupt files; then fetch them "
             f"again ({_how_to_get(spec, local_dir, size)[5:]})"
         ) from err
-    return images, labels, ("partial" if note else "full"), note
+    return arrays, ("partial" if arrays.note else "full")
 
 
 def _how_to_get(spec: DatasetSpec, local_dir: Path, size: int) -> str:
-    extra = f" --size {size}" if size != 28 else ""
+    extra = f" --size {size}" if spec.sizes is not None and size != spec.default_size else ""
+    if spec.format.downloadable:
+        fetch = f"on a machine with internet run `python -m data_download {spec.name}{extra}`; offline, copy the files"
+    else:
+        fetch = f"download it from {spec.homepage} (the course cannot fetch it for you), unpack it"
     return (
-        f"Fix: on a machine with internet run `python -m data_download {spec.name}{extra}`; offline, copy the files "
-        f"and run `python -m data_download {spec.name} --from-dir DIR{extra}` (data folder: {local_dir}, "
+        f"Fix: {fetch} and run `python -m data_download {spec.name} --from-dir DIR{extra}` (data folder: {local_dir}, "
         "set COURSE_DATA_DIR to change it)."
     )
-
-
-def _full_copy_present(spec: DatasetSpec, root: Path, size: int) -> bool:
-    if spec.kind == "idx":
-        raw = root / spec.torchvision_folder / "raw"
-        return all((raw / stem).is_file() for stem in IDX_FILES.values())
-    return (root / medmnist_filename(spec.name, size)).is_file()
 
 
 _failed_downloads: dict[tuple[str, str, int], str] = {}
@@ -217,51 +248,41 @@ def _try_download(spec: DatasetSpec, root: Path, size: int) -> str | None:
     A failure is remembered for the rest of the process, so loading the train and the
     test split does not wait for the network twice.
     """
-    from data_download.core import download  # lazy: only needed when no local copy exists
-
     key = (spec.name, str(root), size)
     if key in _failed_downloads:
         return _failed_downloads[key]
     try:
-        download(spec.name, root, size=size, quiet=True)
+        store.download(spec.name, root, size=size, quiet=True)
     except Exception as err:  # any failure (offline, checksum, missing medmnist) falls through
         _failed_downloads[key] = f"{type(err).__name__}: {err}"
         return _failed_downloads[key]
     return None
 
 
-def _read_full(name: str, split: str, root: str, size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Read a split of the full local copy: (images uint8 (N, H, W), labels int64 (N,), note).
+def _read_local(name: str, split: str, root: str, size: int) -> SplitArrays:
+    """Read a split of the full local copy (see ``SplitArrays``); a partial copy warns.
 
-    The note is "" for a complete copy, else why it is partial. Results are cached in
-    memory, keyed by the files' modification times, so a replaced file is read again.
+    Results are cached in memory, keyed by the files' modification times, so a replaced
+    file is read again.
     """
-    spec, root_path = get_spec(name), Path(root)
-    if spec.kind == "idx":
-        raw = root_path / spec.torchvision_folder / "raw"
-        files = [raw / IDX_FILES[(split, part)] for part in ("images", "labels")]
-    else:
-        files = [root_path / medmnist_filename(spec.name, size)]
+    spec = get_spec(name)
+    files = spec.format.local_files(spec, Path(root), size)
     stamp = tuple(f.stat().st_mtime_ns if f.exists() else None for f in files)
-    return _read_full_cached(name, split, root, size, stamp)
+    arrays = _read_local_cached(name, split, root, size, stamp)
+    if arrays.note:
+        warnings.warn(arrays.note if "PARTIAL" in arrays.note else f"{spec.name}: PARTIAL or non-official copy: "
+                      f"{arrays.note}", UserWarning, stacklevel=4)
+    return SplitArrays(arrays.images, arrays.labels, arrays.masks, arrays.note)
 
 
-@functools.lru_cache(maxsize=16)
-def _read_full_cached(name: str, split: str, root: str, size: int, stamp: tuple) -> tuple[np.ndarray, np.ndarray, str]:
-    spec, root_path = get_spec(name), Path(root)
-    if spec.kind == "idx":
-        raw = root_path / spec.torchvision_folder / "raw"
-        images, _ = read_idx_file(raw / IDX_FILES[(split, "images")])
-        labels, _ = read_idx_file(raw / IDX_FILES[(split, "labels")])
-        note = check_idx_pair(spec, split, images, labels, source=str(raw)) or ""
-        if note:
-            warnings.warn(note, UserWarning, stacklevel=4)
-        return images, labels.astype(np.int64), note
-    arrays, problems = parse_medmnist_npz(root_path / medmnist_filename(spec.name, size), spec, size)
-    note = "; ".join(problems)
-    if note:
-        warnings.warn(f"{spec.name}: PARTIAL or non-official copy: {note}", UserWarning, stacklevel=4)
-    return arrays[f"{split}_images"], arrays[f"{split}_labels"], note
+@functools.lru_cache(maxsize=8)
+def _read_local_cached(name: str, split: str, root: str, size: int, stamp: tuple) -> SplitArrays:
+    spec = get_spec(name)
+    arrays = spec.format.read(spec, split, Path(root), size)
+    for array in (arrays.images, arrays.labels, arrays.masks):
+        if array is not None:
+            array.flags.writeable = False  # shared by every caller: nobody may change it
+    return arrays
 
 
 def sample_path(name: str) -> Path:
@@ -269,7 +290,11 @@ def sample_path(name: str) -> Path:
     return SAMPLE_DIR / f"{get_spec(name).name}.npz"
 
 
-def _read_sample(spec: DatasetSpec, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_sample(spec: DatasetSpec, split: str, size: int) -> SplitArrays:
+    if not spec.has_sample:
+        raise FileNotFoundError(
+            f"{spec.name} has no bundled sample: import the full data first. " + _how_to_get(spec, config.data_dir(), size)
+        )
     if size != 28:
         raise FileNotFoundError(
             f"the bundled sample of {spec.name} is 28 px only; for {size} px get the full data: "
@@ -280,7 +305,7 @@ def _read_sample(spec: DatasetSpec, split: str, size: int) -> tuple[np.ndarray, 
         raise FileNotFoundError(f"bundled sample {path} is missing: reinstall the course or run "
                                 f"`python -m data_download {spec.name} --build-sample`")
     with np.load(path, allow_pickle=False) as npz:
-        return npz[f"{split}_images"], npz[f"{split}_labels"].astype(np.int64)
+        return SplitArrays(npz[f"{split}_images"], npz[f"{split}_labels"].astype(np.int64), None, "bundled sample")
 
 
 # --------------------------------------------------------------------------- one-class split
@@ -294,13 +319,16 @@ def one_class_split(
     n_train: int | None = None,
     seed: int = 0,
     source: str = "auto",
-    size: int = 28,
+    size: int | None = None,
 ) -> OneClassSplit:
-    """Build the one-class protocol of DESIGN.md for dataset ``name``.
+    """Build the one-class protocol (docs/design.md) for dataset ``name``.
 
     Training set: the images of ``normal_classes`` from the official train split
     (optionally a random subset of ``n_train``), plus contamination. Test set: the whole
-    official test split, labelled 1 (anomaly) unless its class is normal.
+    official test split, labelled 1 (anomaly) unless its class is normal; for datasets with
+    pixel ground truth its masks come along (``test_masks``). For MVTec AD and bTAD, whose
+    train split holds only the normal class 0, this is "train on train/good, score the
+    whole test split".
 
     Args:
         name: dataset name.
@@ -379,6 +407,7 @@ def one_class_split(
         test_classes=test.labels,
         source=train.source if train.source == test.source else f"{train.source}/{test.source}",
         n_contamination=n_contamination,
+        test_masks=test.masks,
     )
 
 

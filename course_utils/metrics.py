@@ -35,6 +35,9 @@ from sklearn.metrics import (
 __all__ = [
     "auroc",
     "auprc",
+    "pixel_auroc",
+    "pro_curve",
+    "aupro",
     "threshold_from_normal_scores",
     "threshold_best_f1",
     "threshold_youden",
@@ -199,6 +202,141 @@ def auprc(scores: Any, labels: Any) -> float:
     """
     scores_array, labels_array = _validate_scores_labels(scores, labels, metric="AUPRC")
     return float(average_precision_score(labels_array, scores_array))
+
+
+# --------------------------------------------------------------------------------------
+# Pixel-level metrics (localisation), for datasets with ground-truth masks
+# --------------------------------------------------------------------------------------
+
+
+def _validate_maps_masks(anomaly_maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Convert and check anomaly maps and masks; the one validation the pixel metrics share.
+
+    Args:
+        anomaly_maps: (N, H, W) or (N, 1, H, W), finite; higher = more anomalous.
+        masks: the same shape, values in {0, 1} or bool (1 = anomalous pixel).
+
+    Returns:
+        ``(maps, masks)``: float64 (N, H, W) and bool (N, H, W) numpy arrays.
+    """
+    arrays = []
+    for value, name in ((anomaly_maps, "anomaly_maps"), (masks, "masks")):
+        if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, without importing torch
+            value = value.detach().cpu().numpy()
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} must be numbers (numpy array or torch tensor): {error}") from None
+        if array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 3:
+            raise ValueError(f"{name} must have shape (N, H, W) or (N, 1, H, W); got {array.shape}")
+        arrays.append(array)
+    maps, mask_values = arrays
+    if maps.shape != mask_values.shape:
+        raise ValueError(f"anomaly_maps {maps.shape} and masks {mask_values.shape} must have the same shape: "
+                         "one score per pixel of every test image (upsample the maps to the mask size first)")
+    _check_not_empty(maps.reshape(-1), "anomaly_maps")
+    if not np.isfinite(maps).all():
+        raise ValueError(f"anomaly_maps contain {int((~np.isfinite(maps)).sum())} NaN / inf values")
+    if not np.isin(mask_values, (0.0, 1.0)).all():
+        raise ValueError("masks must be 0 (normal pixel) or 1 (anomalous pixel); binarise them first")
+    binary = mask_values.astype(bool)
+    if not binary.any() or binary.all():
+        raise ValueError("masks must contain both normal (0) and anomalous (1) pixels: evaluate on a test split "
+                         "with defective and defect-free regions")
+    return maps, binary
+
+
+def pixel_auroc(anomaly_maps: Any, masks: Any) -> float:
+    """Pixel-level AUROC: every pixel of every test image is one example, in [0, 1].
+
+    Args:
+        anomaly_maps: (N, H, W) or (N, 1, H, W), finite; higher = more anomalous.
+        masks: the same shape, {0, 1} or bool, 1 = anomalous pixel; both values must occur.
+
+    Large defects dominate it (a defect of 10,000 pixels counts 100 times one of 100);
+    ``aupro`` weighs every defect equally. Ties count one half.
+    """
+    maps, binary = _validate_maps_masks(anomaly_maps, masks)
+    return float(roc_auc_score(binary.reshape(-1), maps.reshape(-1)))
+
+
+def _regions(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected ground-truth regions, image by image, 8-connected (as the MVTec AD evaluation code).
+
+    Returns:
+        ``(region_of_pixel, region_sizes)``: int64 (N, H, W), 0 for normal pixels and
+        1..R for the R regions of all images; int64 (R + 1,) pixel counts (index 0 unused).
+    """
+    from scipy.ndimage import label  # scipy comes with scikit-learn
+
+    region_of_pixel = np.zeros(binary.shape, dtype=np.int64)
+    n_regions = 0
+    for index, mask in enumerate(binary):
+        labelled, count = label(mask, structure=np.ones((3, 3), dtype=int))
+        region_of_pixel[index] = np.where(labelled > 0, labelled + n_regions, 0)
+        n_regions += count
+    return region_of_pixel, np.bincount(region_of_pixel.reshape(-1), minlength=n_regions + 1)
+
+
+def pro_curve(anomaly_maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The per-region-overlap curve of Bergmann et al. (2021), exactly, at every distinct score.
+
+    For a threshold t, FPR(t) is the fraction of NORMAL pixels (mask 0, in all images)
+    scoring >= t, and PRO(t) the mean over all connected ground-truth regions (8-connected,
+    per image) of the fraction of the region's pixels scoring >= t.
+
+    Args:
+        anomaly_maps, masks: as in ``pixel_auroc``.
+
+    Returns:
+        ``(fpr, pro)``: float64 arrays (K + 1,) starting at (0, 0), one point per distinct
+        score from the highest down; both non-decreasing, ending at (1, 1).
+    """
+    maps, binary = _validate_maps_masks(anomaly_maps, masks)
+    region_of_pixel, region_sizes = _regions(binary)
+    n_regions = len(region_sizes) - 1
+    scores = maps.reshape(-1)
+    regions = region_of_pixel.reshape(-1)
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_regions = scores[order], regions[order]
+    normal = sorted_regions == 0
+    fpr = np.cumsum(normal) / normal.sum()
+    # each anomalous pixel adds 1 / (number of regions * size of its region) to the mean overlap
+    weights = np.where(normal, 0.0, 1.0 / (n_regions * region_sizes[sorted_regions]))
+    pro = np.cumsum(weights)
+    # one point per distinct score: pixels with equal scores pass a threshold together
+    last_of_tie = np.append(np.flatnonzero(np.diff(sorted_scores) != 0), len(sorted_scores) - 1)
+    return np.concatenate([[0.0], fpr[last_of_tie]]), np.concatenate([[0.0], pro[last_of_tie]])
+
+
+def aupro(anomaly_maps: Any, masks: Any, max_fpr: float = 0.3) -> float:
+    """Area under the PRO curve up to ``max_fpr``, divided by ``max_fpr``: in [0, 1], 1 = perfect.
+
+    Bergmann et al. (2021, "The MVTec Anomaly Detection Dataset", IJCV): every connected
+    defect region counts equally however large it is, and only the low false-positive range
+    (normal pixels flagged, FPR <= 0.3) matters. The curve (``pro_curve``) is integrated with
+    the trapezoidal rule and interpolated linearly at ``max_fpr``; a map that ranks every
+    anomalous pixel above every normal one gets 1, the reverse 0.
+
+    Args:
+        anomaly_maps: (N, H, W) or (N, 1, H, W), finite; higher = more anomalous.
+        masks: the same shape, {0, 1} or bool; both values must occur.
+        max_fpr: integration limit, in (0, 1].
+    """
+    if not 0.0 < float(max_fpr) <= 1.0:
+        raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
+    fpr, pro = pro_curve(anomaly_maps, masks)
+    end = int(np.searchsorted(fpr, max_fpr, side="left"))  # first point with fpr >= max_fpr
+    if fpr[end] == max_fpr:
+        pro_at_end = pro[end]
+    else:  # interpolate on the segment that crosses max_fpr
+        slope = (pro[end] - pro[end - 1]) / (fpr[end] - fpr[end - 1])
+        pro_at_end = pro[end - 1] + slope * (max_fpr - fpr[end - 1])
+    x = np.append(fpr[:end], max_fpr)
+    y = np.append(pro[:end], pro_at_end)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / max_fpr)
 
 
 # --------------------------------------------------------------------------------------

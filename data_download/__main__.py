@@ -5,7 +5,8 @@ Examples::
     python -m data_download --list
     python -m data_download mnist fashion-mnist              # download (checksums checked)
     python -m data_download fashion-mnist --from-dir /usr/share/datasets/fashion-mnist
-    python -m data_download pneumoniamnist --from-dir ../shared/data/pneumoniamnist
+    python -m data_download pneumoniamnist --from-dir ~/Downloads
+    python -m data_download mvtec-bottle --from-dir ~/Downloads/mvtec_anomaly_detection   # image folders (+ masks)
     python -m data_download mnist --verify                   # check; remove corrupt files
     python -m data_download mnist --build-sample             # rebuild the bundled sample
 
@@ -19,10 +20,7 @@ import sys
 from pathlib import Path
 
 from course_utils import config
-from course_utils.data import SAMPLE_DIR
-
-from .core import build_sample, download, import_from_dir, status, verify
-from .formats import DATASETS, get_spec
+from course_utils.datasets import DATASETS, SAMPLE_DIR, build_sample, download, get_spec, import_from_dir, status, verify
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--verify", action="store_true", help="check the local copies; remove corrupt files")
     parser.add_argument("--list", action="store_true", help="list the datasets and what is present locally")
     parser.add_argument("--build-sample", action="store_true", help="rebuild the bundled sample from the full local copy")
-    parser.add_argument("--size", type=int, default=28, help="image size for PneumoniaMNIST (28, 64, 128, 224)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="image size of the file to fetch, for datasets stored per size (PneumoniaMNIST: 28, 64, 128, 224)")
     parser.add_argument("--data-dir", type=Path, default=None, help="override COURSE_DATA_DIR")
     parser.add_argument("--sample-dir", type=Path, default=SAMPLE_DIR, help=argparse.SUPPRESS)
     return parser
@@ -48,20 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = (args.data_dir or config.data_dir()).expanduser()
     if args.list:
         print(f"data folder: {data_dir}")
-        print(f"{'name':16} {'classes':>7}  {'splits':28} {'local copy':24} license")
+        print(f"{'name':20} {'format':12} {'classes':>7}  {'splits':30} {'local copy':28} license")
         for name, spec in DATASETS.items():
             splits = ", ".join(f"{k} {v:,}" for k, v in spec.split_sizes.items())
-            print(f"{name:16} {spec.n_classes:>7}  {splits:28} {status(name, data_dir):24} {spec.license}")
+            kind = spec.format.kind + ("+masks" if spec.has_masks else "")
+            print(f"{name:20} {kind:12} {spec.n_classes:>7}  {splits:30} {status(name, data_dir):28} {spec.license}")
         if not args.names:
             return 0
     if not args.names:
         parser.error("name at least one dataset (or use --list)")
     try:
         names = [get_spec(n).name for n in args.names]
+        if args.size is not None:
+            for name in names:
+                get_spec(name).check_size(args.size)
     except ValueError as err:
         parser.error(str(err))
-    if args.size not in (28, 64, 128, 224):
-        parser.error(f"--size must be 28, 64, 128 or 224, got {args.size}")
     all_ok = True
     for name in names:
         print(f"== {name}")

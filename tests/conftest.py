@@ -126,7 +126,7 @@ def data_home(tmp_path, monkeypatch):
 @pytest.fixture
 def offline(monkeypatch):
     """Every download fails as it would without network; returns the list of attempted calls."""
-    import data_download.core as core
+    import course_utils.datasets.store as core
 
     calls = []
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import data_download.core as core
+import course_utils.datasets.store as core
 from course_utils import config
 from course_utils.data import (
     SAMPLE_DIR,
@@ -27,7 +27,7 @@ from course_utils.data import (
     one_class_split,
     paste_squares,
 )
-from data_download.formats import DataFormatError
+from course_utils.datasets.formats import DataFormatError
 
 DATASETS = ("mnist", "fashion-mnist", "pneumoniamnist")
 

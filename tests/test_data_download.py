@@ -1,8 +1,10 @@
-"""Tests for data_download: idx / npz parsing, import from a folder, atomic writes, verify,
+"""Tests for the idx and MedMNIST formats and the data commands (``course_utils.datasets``,
+``python -m data_download``): idx / npz parsing, import from a folder, atomic writes, verify,
 status, the bundled-sample builder, download (with fake torchvision / medmnist) and the CLI.
+Image-folder datasets are tested in ``test_folder_datasets.py``.
 
-Every file is synthetic and lives in a temporary folder; no test touches the network,
-../shared or the package's own sample_data.
+Every file is synthetic and lives in a temporary folder; no test touches the network, a
+developer's data folder or the package's own sample_data.
 """
 
 from __future__ import annotations
@@ -20,17 +22,11 @@ import numpy as np
 import pytest
 
 from course_utils.data import SAMPLE_DIR
+from course_utils.datasets import get_spec
+from course_utils.datasets.formats import DataFormatError, parse_idx, read_idx_file
+from course_utils.datasets.store import SAMPLE_PER_CLASS, build_sample, download, import_from_dir, status, verify
+from course_utils.files import atomic_write_bytes
 from data_download.__main__ import main
-from data_download.core import (
-    SAMPLE_PER_CLASS,
-    atomic_write_bytes,
-    build_sample,
-    download,
-    import_from_dir,
-    status,
-    verify,
-)
-from data_download.formats import DataFormatError, get_spec, parse_idx, read_idx_file
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -446,7 +442,7 @@ def test_import_npz_missing_file(tmp_path, data):
 def imported(synth, tmp_path: Path, data: Path, name: str = "fashion-mnist") -> Path:
     synth.write_idx_set(tmp_path / "src")
     assert import_from_dir(name, tmp_path / "src", data).ok
-    return data / get_spec(name).torchvision_folder / "raw"
+    return data / get_spec(name).format.folder / "raw"
 
 
 def test_verify_good_copy_passes(tmp_path, data, synth):
@@ -782,6 +778,6 @@ def test_cli_build_sample(tmp_path, data, capsys, synth):
 
 
 def test_md5_helper_matches_hashlib():
-    from data_download.formats import md5_bytes
+    from course_utils.datasets.formats import md5_bytes
 
     assert md5_bytes(b"abc") == hashlib.md5(b"abc").hexdigest()
