@@ -13,9 +13,9 @@ Protocol (notebook 03, DESIGN.md "other measurements"):
   the variational bound of Flow++, still an upper bound on -log2 P(x) / D) from a generator seeded
   with 0, so the number is reproducible for a given model; beside the mean, the
   median and the ten worst test images (a flow can give a few images absurd likelihoods, which then
-  dominate the mean). The trained flow is saved with ``training.save_checkpoint`` to
+  dominate the mean). The trained flow is saved with ``checkpoints.save_checkpoint`` to
   ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>-<config key>.pt`` (``record["model_path"]``; read it back with
-  ``training.load_checkpoint``), so those images can be studied without training again.
+  ``checkpoints.load_checkpoint``), so those images can be studied without training again.
 
 Target: test bpd <= 1.25 within 20 minutes on 2 CPU cores (``--threads 2 --budget-s 1200``).
 Writes ``benchmarks/results/glow_bpd__mnist.json`` (``"protocol": "bits-per-dim"``) and prints its
@@ -35,7 +35,7 @@ from course_utils import config
 from course_utils.data import load_dataset
 from course_utils.models.glow import (BPD_CONFIG, FAST_CONFIG, GlowFlow, test_bits_per_dim, test_bits_per_image,
                                       train_glow)
-from course_utils.training import checkpoint_path, save_checkpoint
+from course_utils.checkpoints import checkpoint_path, save_checkpoint
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 
@@ -85,7 +85,7 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
     per_image = test_bits_per_image(flow, test.images, seed=0)
     final = float(per_image.mean())
     worst = torch.argsort(per_image, descending=True)[:10]
-    # the course's checkpoint format, so training.load_checkpoint reads it back (with a config check)
+    # the course's checkpoint format, so checkpoints.load_checkpoint reads it back (with a config check)
     model_path = checkpoint_path(f"glow_bpd-seed{seed}-{'fast' if fast else 'full'}", cfg.to_dict())
     save_checkpoint(model_path, flow, history, cfg.to_dict())
     return {

@@ -103,6 +103,14 @@ def _check_finite(values: np.ndarray, name: str) -> None:
         )
 
 
+def finite_scores(values: Any, name: str) -> np.ndarray:
+    """One finite float64 value per image, (N,), from a numpy array, list or torch tensor: the
+    conversion and checks every metric applies to its scores (ValueError naming ``name`` otherwise)."""
+    array = _as_1d_float(values, name)
+    _check_finite(array, name)
+    return array
+
+
 def _check_not_empty(values: np.ndarray, name: str) -> None:
     if values.size == 0:
         raise ValueError(f"{name} are empty: pass at least one value (one per test image)")

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
@@ -59,10 +60,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import config as course_config
 from ..images import check_images
 from ..complexity import png_bits
-from ..metrics import _as_1d_float, _check_finite
+from ..checkpoints import data_fingerprint
+from ..metrics import finite_scores
+from ..reconstruction import ssim_map, ssim_window_for
+from .backbones import (IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, WideResNetEncoder,
+                        load_imagenet_wide_resnet)
+from .base import Detector
 
 __all__ = [
     "AEFlowConfig",
@@ -100,13 +105,7 @@ __all__ = [
 
 ALPHA = 0.5  # loss weight of L_flow (paper)
 BETA = 0.9  # score weight of S_flow (paper)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """The ImageNet weights could not be loaded (usually: this machine is offline)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -214,77 +213,6 @@ class AEFlowConfig:
 # --------------------------------------------------------------------------------------
 # Encoders
 # --------------------------------------------------------------------------------------
-
-
-def _to_three_channels(x: Tensor) -> Tensor:
-    """(N, 1, H, W) grayscale in [0, 1] -> (N, 3, H, W) ImageNet-normalised."""
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-_WEIGHTS_HELP = (
-    "Fix: on a machine with internet run\n"
-    "    python -c \"import torchvision; torchvision.models.wide_resnet50_2(weights='IMAGENET1K_V1')\"\n"
-    "and copy the file it writes (~/.cache/torch/hub/checkpoints/wide_resnet50_2-*.pth, about 263 MB) to the\n"
-    "same folder here (or set TORCH_HOME to a folder that holds hub/checkpoints/). Without it the course uses\n"
-    "the reduced model, trained from scratch: results are then NOT comparable to the paper."
-)
-
-
-def load_imagenet_wide_resnet() -> nn.Module:
-    """torchvision's Wide-ResNet-50-2 with ImageNet weights (IMAGENET1K_V1), downloaded if needed.
-
-    Raises:
-        PretrainedWeightsUnavailable: the weights are not cached and could not be downloaded
-            (offline, proxy, checksum); the message says how to get them.
-    """
-    from torchvision.models import Wide_ResNet50_2_Weights, wide_resnet50_2
-
-    weights = Wide_ResNet50_2_Weights.IMAGENET1K_V1
-    try:
-        return wide_resnet50_2(weights=weights)
-    except Exception as error:  # URLError, socket errors, hash mismatch, ...
-        raise PretrainedWeightsUnavailable(
-            f"Could not load the ImageNet weights of Wide-ResNet-50-2 ({type(error).__name__}: {error}). "
-            f"This machine is probably offline.\n{_WEIGHTS_HELP}"
-        ) from error
-
-
-class WideResNetEncoder(nn.Module):
-    """Wide-ResNet-50-2 up to layer3: (N, 1|3, H, W) in [0, 1] -> (N, 1024, H/16, W/16).
-
-    Grayscale inputs are replicated to 3 channels and ImageNet-normalised first.
-
-    Args:
-        weights: ``"imagenet"`` (may raise :class:`PretrainedWeightsUnavailable`) or None.
-        trainable: False freezes the encoder (no gradients; BatchNorm kept in eval mode).
-    """
-
-    def __init__(self, weights: str | None = "imagenet", trainable: bool = True) -> None:
-        super().__init__()
-        if weights == "imagenet":
-            backbone = load_imagenet_wide_resnet()
-        elif weights is None:
-            from torchvision.models import wide_resnet50_2
-
-            backbone = wide_resnet50_2(weights=None)
-        else:
-            raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
-        self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
-        self.layer1, self.layer2, self.layer3 = backbone.layer1, backbone.layer2, backbone.layer3
-        self.trainable = trainable
-        if not trainable:
-            self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "WideResNetEncoder":
-        # a frozen encoder keeps its ImageNet BatchNorm statistics
-        return super().train(mode and self.trainable)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layer3(self.layer2(self.layer1(self.stem(_to_three_channels(x)))))
 
 
 class SmallEncoder(nn.Module):
@@ -496,29 +424,16 @@ def flow_score(out: AEFlowOutput, kind: str = "z") -> Tensor:
 
 
 def _ssim_map(x: Tensor, y: Tensor, win_size: int) -> Tensor:
-    from .autoencoder import ssim_map
-
     return ssim_map(x.float().clamp(0, 1), y.float().clamp(0, 1), win_size=win_size, padding="same")
-
-
-def _ssim_window(size: int) -> int:
-    return 11 if size >= 22 else max(3, (size // 2) | 1)
 
 
 def recon_score(x: Tensor, x_hat: Tensor, kind: str = "ssim") -> Tensor:
     """S_recon per image, (N,): ``"ssim"``: 1 - mean SSIM(x, x') (paper: -SSIM); ``"mse"``: mean squared error."""
     if kind == "ssim":
-        return 1.0 - _ssim_map(x, x_hat, _ssim_window(x.shape[-1])).flatten(1).mean(1)
+        return 1.0 - _ssim_map(x, x_hat, ssim_window_for(x.shape[-1])).flatten(1).mean(1)
     if kind == "mse":
         return (x.float() - x_hat.float()).square().flatten(1).mean(1)
     raise ValueError(f"recon score kind must be 'ssim' or 'mse', got {kind!r}")
-
-
-def _as_float_array(values: Any, name: str) -> np.ndarray:
-    """One finite float64 score per image, (N,): the conversion and checks of ``course_utils.metrics``."""
-    array = _as_1d_float(values, name)
-    _check_finite(array, name)
-    return array
 
 
 def _standardise(values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
@@ -538,15 +453,15 @@ def combine_scores(s_flow: Any, s_recon: Any, beta: float = BETA, *, ref_flow: A
     """
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    flow = _as_float_array(s_flow, "s_flow")
-    recon = _as_float_array(s_recon, "s_recon")
+    flow = finite_scores(s_flow, "s_flow")
+    recon = finite_scores(s_recon, "s_recon")
     if flow.shape != recon.shape:
         raise ValueError(f"s_flow and s_recon have different lengths {flow.shape} and {recon.shape}")
     if (ref_flow is None) != (ref_recon is None):
         raise ValueError("give both ref_flow and ref_recon (normal reference scores), or neither")
     if ref_flow is not None:
-        flow = _standardise(flow, _as_float_array(ref_flow, "ref_flow"))
-        recon = _standardise(recon, _as_float_array(ref_recon, "ref_recon"))
+        flow = _standardise(flow, finite_scores(ref_flow, "ref_flow"))
+        recon = _standardise(recon, finite_scores(ref_recon, "ref_recon"))
     return float(beta) * flow + (1.0 - float(beta)) * recon
 
 
@@ -570,7 +485,7 @@ def anomaly_maps(model: AEFlow, x: Tensor) -> dict[str, Tensor]:
         out = model(x)
         x_hat = out.x_hat.float()
         residual = (x.float() - x_hat).abs().mean(1, keepdim=True)
-        ssim = (1.0 - _ssim_map(x, x_hat, _ssim_window(x.shape[-1]))).mean(1, keepdim=True)
+        ssim = (1.0 - _ssim_map(x, x_hat, ssim_window_for(x.shape[-1]))).mean(1, keepdim=True)
         flow = (0.5 * out.z_prime.float().square().mean(1, keepdim=True) + _HALF_LOG_2PI)
         flow = F.interpolate(flow, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return {"residual": residual, "ssim": ssim, "flow": flow, "x_hat": x_hat}
@@ -589,8 +504,8 @@ def complexity_corrected(scores: Any, bits: Any, *, ref_scores: Any, ref_bits: A
     over NORMAL reference images (``ref_scores``, ``ref_bits``; e.g. the training images) and
     subtracted: an image scores high when the model finds it unusual *for its complexity*.
     """
-    s = _standardise(_as_float_array(scores, "scores"), _as_float_array(ref_scores, "ref_scores"))
-    b = _standardise(_as_float_array(bits, "bits"), _as_float_array(ref_bits, "ref_bits"))
+    s = _standardise(finite_scores(scores, "scores"), finite_scores(ref_scores, "ref_scores"))
+    b = _standardise(finite_scores(bits, "bits"), finite_scores(ref_bits, "ref_bits"))
     if s.shape != b.shape:
         raise ValueError(f"scores and bits have different lengths {s.shape} and {b.shape}")
     return s - float(weight) * b
@@ -641,24 +556,28 @@ def _resize(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
-class AEFlowDetector:
-    """Train AE-FLOW on normal images and score images; the detector interface of ``course_utils.protocol``.
+class AEFlowDetector(Detector):
+    """Train AE-FLOW on normal images and score images (a :class:`~course_utils.models.base.Detector`).
 
-    ``fit`` trains through ``course_utils.training.train`` (AMP on CUDA, pinned memory) inside
-    ``train_or_load`` (checkpoint keyed by config, seed and a fingerprint of the data). ``score``
-    returns the combined score; ``score_parts`` returns every term, so a notebook can sweep beta
-    or try score variants without retraining.
+    ``fit`` trains through ``course_utils.training.train`` (AMP on CUDA, pinned memory) inside the
+    checkpoint cache (keyed by config, seed and a fingerprint of the data), then scores the training
+    images once: the reference statistics of ``normalise="zscore"``. :meth:`scores` returns the
+    combined score (``"aeflow"``) and its terms; ``score_parts`` returns every term as arrays, so a
+    notebook can sweep beta or try score variants without another pass.
 
     Args:
         config: the model and training settings (default: the reduced CPU preset).
         seed: seeds initialisation, permutations and shuffling.
         normalise: ``"zscore"`` (each term standardised on the training images' scores) or
-            ``"none"`` (raw paper combination), used by :meth:`score`.
+            ``"none"`` (raw paper combination), used by the ``"aeflow"`` score.
         flow_kind, recon_kind: see :func:`flow_score`, :func:`recon_score`.
         fallback: when ImageNet weights cannot be loaded, use the reduced preset (loudly).
         device, cache, progress, batch_size_eval: as usual; ``cudnn_benchmark`` turns on
             ``torch.backends.cudnn.benchmark`` on CUDA (fixed input sizes: faster, not bit-repeatable).
     """
+
+    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse")
+    checkpoint_parts = ("model",)
 
     def __init__(self, config: AEFlowConfig | None = None, *, seed: int = 0, normalise: str = "zscore",
                  flow_kind: str = "z", recon_kind: str = "ssim", fallback: bool = True,
@@ -666,65 +585,61 @@ class AEFlowDetector:
                  batch_size_eval: int = 64, cudnn_benchmark: bool = True) -> None:
         if normalise not in ("zscore", "none"):
             raise ValueError(f"normalise must be 'zscore' or 'none', got {normalise!r}")
+        super().__init__("aeflow", seed=seed, device=device, cache=cache, progress=progress)
         self.requested_config = (config or AEFlowConfig.reduced()).validate()
         self.config = self.requested_config
-        self.seed, self.normalise = seed, normalise
+        self.normalise = normalise
         self.flow_kind, self.recon_kind = flow_kind, recon_kind
-        self.fallback, self.cache, self.progress = fallback, cache, progress
+        self.fallback = fallback
         self.batch_size_eval = batch_size_eval
         self.cudnn_benchmark = cudnn_benchmark
-        self.device = torch.device(device) if device is not None else course_config.get_device(verbose=False)
         self.model: AEFlow | None = None
         self.history = None
-        self.loaded_from_cache = False
         self.fallback_message = ""
         self.train_parts: dict[str, np.ndarray] | None = None
 
-    def cache_config(self, train_images: Tensor) -> dict[str, Any]:
-        from .autoencoder import data_fingerprint
-
+    def cache_config(self, train_images: Tensor, part: str | None = None) -> dict[str, Any]:
+        """Everything that determines the trained weights (the config actually used, after any fallback)."""
+        self._part(part)
         return {"model": "AEFlow-v1", **self.config.to_dict(), "seed": self.seed,
                 "data": data_fingerprint(train_images)}
 
-    def fit(self, train_images: Tensor) -> "AEFlowDetector":
-        """Train on NORMAL images (N, C, H, W) in [0, 1] (or load the cached checkpoint)."""
-        from ..training import train, train_or_load
-
-        check_images(train_images, "train_images")
+    def validate(self, train_images: Tensor) -> None:
+        """Images (N, C, H, W) in [0, 1]; also settles the config (ImageNet weights or the fallback)."""
+        super().validate(train_images)
         self.config, self.fallback_message = resolve_config(self.requested_config, fallback=self.fallback)
-        cfg = self.config
-        course_config.seed_everything(self.seed)
+
+    def build(self, train_images: Tensor) -> None:
         if self.device.type == "cuda" and self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-        self.model = AEFlow(cfg, in_channels=int(train_images.shape[1])).to(self.device)
+        self.model = AEFlow(self.config, in_channels=int(train_images.shape[1])).to(self.device)
+
+    def train(self, train_images: Tensor) -> None:
+        from ..training import train
+
+        cfg, model = self.config, self.model
         x = _resize(train_images, cfg.image_size)
         name = f"aeflow-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
 
         def run():
             optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            return train(self.model, lambda m, batch: aeflow_loss(m, batch[0]), x, epochs=cfg.epochs,
+            return train(model, lambda m, batch: aeflow_loss(m, batch[0]), x, epochs=cfg.epochs,
                          optimizer=optimizer, batch_size=cfg.batch_size, seed=self.seed, device=self.device,
                          progress=self.progress, desc=name, max_grad_norm=10.0)
 
-        if self.cache:
-            self.history, self.loaded_from_cache = train_or_load(self.model, name, self.cache_config(train_images),
-                                                                 run, verbose=self.progress)
-        else:
-            self.history, self.loaded_from_cache = run(), False
-        self.model.eval()
-        self.train_parts = self.score_parts(train_images)
-        return self
+        self.history = self.load_or_train("model", model, name, self.cache_config(train_images), run,
+                                          verbose=self.progress)
 
-    def _check_fitted(self) -> AEFlow:
-        if self.model is None:
-            raise ValueError("call fit(train_images) before scoring")
-        return self.model
+    def finish(self, train_images: Tensor) -> None:
+        """The training images' score terms: the reference of ``normalise="zscore"`` and of L(x)."""
+        self.train_parts = self.score_parts(train_images)
 
     def score_parts(self, images: Tensor) -> dict[str, np.ndarray]:
         """Every per-image term, (N,) float64 arrays: ``flow`` (S_flow, z), ``flow_full``, ``ssim``
         (1 - SSIM), ``mse`` and ``bits`` (PNG length of the input, for complexity correction)."""
-        model = self._check_fitted()
+        self.check_fitted()
+        model = self.model
         check_images(images, "images")
         parts: dict[str, list[Tensor]] = {"flow": [], "flow_full": [], "ssim": [], "mse": []}
         with torch.no_grad():
@@ -746,8 +661,7 @@ class AEFlowDetector:
         ``complexity_weight > 0`` subtracts that multiple of the standardised PNG length
         (:func:`complexity_corrected`); standardisation statistics come from the training images.
         """
-        if self.train_parts is None:
-            raise ValueError("call fit(train_images) before combining scores")
+        self.check_fitted()
         beta = self.config.beta if beta is None else beta
         normalise = self.normalise if normalise is None else normalise
         flow_key = "flow" if self.flow_kind == "z" else "flow_full"
@@ -765,15 +679,22 @@ class AEFlowDetector:
                                      weight=complexity_weight)
         return s
 
-    def score(self, images: Tensor) -> Tensor:
-        """Combined anomaly score per image, (N,), higher = more anomalous."""
-        return torch.from_numpy(self.combine(self.score_parts(images)))
+    def scores(self, images: Tensor, kinds: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Per-image scores (N,) float64 from one pass, higher = more anomalous: ``"aeflow"`` (the combined
+        score of :meth:`combine` with the detector's settings) and the terms ``"flow"``, ``"flow_full"``,
+        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`."""
+        kinds = self.requested_kinds(kinds)
+        parts = self.score_parts(images)
+        out = {k: torch.from_numpy(parts[k]) for k in kinds if k != "aeflow"}
+        if "aeflow" in kinds:
+            out["aeflow"] = torch.from_numpy(self.combine(parts))
+        return {k: out[k] for k in kinds}
 
     def maps(self, images: Tensor) -> dict[str, Tensor]:
         """:func:`anomaly_maps` of images (resized to the model's input size), on the CPU."""
-        model = self._check_fitted()
+        self.check_fitted()
         x = _resize(images, self.config.image_size).to(self.device)
-        return {k: v.cpu() for k, v in anomaly_maps(model, x).items()}
+        return {k: v.cpu() for k, v in anomaly_maps(self.model, x).items()}
 
 
 # --------------------------------------------------------------------------------------
