@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from course_utils import config
-from course_utils.metrics import summarize_per_class
+from course_utils.tables import summarize_per_class
 from course_utils.protocol import METHODS, OneClassResults, run_one_class
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, render_readme, update_main_readme, write_json_atomic
