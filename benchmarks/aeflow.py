@@ -1,6 +1,6 @@
 """AE-FLOW on PneumoniaMNIST: ``python -m benchmarks.aeflow [--seeds 0 1 2]``; GPU throughput: ``--gpu``.
 
-Protocol (DESIGN.md; the same code as notebook 04):
+Protocol (docs/design.md, section protocol; the same code as notebook 04):
 
 - train the reduced AE-FLOW (``course_utils.models.aeflow.PNEUMONIA_CONFIG``: small encoder from
   scratch, 32 px, no ImageNet weights) on the NORMAL images of the official train split only;
@@ -46,6 +46,39 @@ from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomi
 from .sections import render_aeflow as render_markdown
 
 __all__ = ["run_seed", "main", "render_markdown"]
+
+
+def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dict:
+    """Train one seed, score val and test, select the variant and threshold on val; return the record part."""
+    start = time.perf_counter()
+    det = AEFlowDetector(cfg, seed=seed, cache=False, progress=progress).fit(split.train_images)
+    train_seconds = det.history.seconds if det.history is not None else time.perf_counter() - start
+    t0 = time.perf_counter()
+    val_parts, test_parts = det.score_parts(split.val_images), det.score_parts(split.test_images)
+    score_seconds = time.perf_counter() - t0
+    val, test = score_variants(det, val_parts), score_variants(det, test_parts)
+    val_auroc = {k: auroc(v, split.val_labels) for k, v in val.items()}
+    test_auroc = {k: auroc(v, split.test_labels) for k, v in test.items()}
+    chosen = max(SELECTABLE_VARIANTS, key=lambda k: val_auroc[k])
+    t_f1 = threshold_best_f1(val[chosen], split.val_labels)
+    t_youden = threshold_youden(val[chosen], split.val_labels)
+    at = {name: binary_metrics(test[chosen], split.test_labels, t) for name, t in (("best_f1", t_f1), ("youden", t_youden))}
+    return {
+        "seed": seed,
+        "selected_variant": chosen,
+        "test_auroc": round(test_auroc[chosen], 6),
+        "val_auroc_by_variant": {k: round(v, 6) for k, v in val_auroc.items()},
+        "test_auroc_by_variant": {k: round(v, 6) for k, v in test_auroc.items()},
+        "threshold_best_f1_val": t_f1,
+        "threshold_youden_val": t_youden,
+        "test_at_val_threshold": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
+                                  for name, m in at.items()},
+        "train_seconds": round(train_seconds, 2),
+        "score_seconds_val_test": round(score_seconds, 2),
+        "epochs": det.history.epochs_run if det.history is not None else None,
+        "final_losses": {k: round(v[-1], 5) for k, v in det.history.logs.items()} if det.history else None,
+    }
+
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -1,6 +1,6 @@
 """Glow bits per dimension on all MNIST digits: ``python -m benchmarks.glow_bpd [--budget-s 1200]``.
 
-Protocol (notebook 03, DESIGN.md "other measurements"):
+Protocol (notebook 03; docs/design.md, section protocol):
 
 - train ``course_utils.models.glow.BPD_CONFIG`` (fast mode: ``FAST_CONFIG``) on the WHOLE official
   MNIST train split (all ten digits), through ``course_utils.models.glow.train_glow`` (the course's

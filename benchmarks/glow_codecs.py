@@ -2,7 +2,7 @@
 
 Serra et al. (ICLR 2020) score S(x) = NLL_bits(x) - L(x), with L(x) the code length of a lossless
 compressor, and find that the choice of compressor matters (they compare PNG, JPEG 2000, FLIF). This
-benchmark repeats that comparison on the one-class protocol of DESIGN.md:
+benchmark repeats that comparison on the one-class protocol of docs/design.md:
 
 - for every dataset, normal class and seed: the protocol's ``glow-nll`` run
   (``protocol.evaluate_one_class``; its checkpoint is the one ``glow-complexity`` shares, so it comes

@@ -21,7 +21,6 @@ The markdown tables of results per class live in :mod:`course_utils.tables`. ``p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np

@@ -90,7 +90,7 @@ def test_ssim_loss_uses_data_range_one():
     loss = reconstruction_loss(x, y, "ssim")
     ref = 1 - msssim_ssim(y, x, data_range=1.0)
     assert torch.isclose(loss, ref, atol=1e-6)
-    # with the package default data_range=255 the loss would be ~0 (the pitfall of DESIGN.md)
+    # with the package default data_range=255 the loss would be ~0 (a pitfall of docs/design.md)
     assert float(1 - msssim_ssim(y, x)) < 0.2 * float(loss)
 
 

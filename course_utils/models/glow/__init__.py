@@ -76,6 +76,12 @@ before a bad step) inside ``train_or_load``. Two budgets: a number of optimiser 
 (``time_budget_s``): ``train`` has no such option, so :func:`train_glow` stops it from its
 ``on_epoch_end`` callback and keeps the history it had (an "epoch" here is a chunk of
 ``steps_per_epoch`` random batches).
+
+The package, by role: ``config`` (:class:`GlowConfig` and the presets), ``layers`` (the invertible
+blocks), ``flow`` (:class:`GlowFlow`), ``dequantization`` (8-bit images <-> densities, bits, the
+complexity score), ``training`` (:func:`train_glow`, batched log-likelihoods, test bpd), ``detector``
+(:class:`GlowDetector`, :class:`GlowRatioDetector`) and ``patches`` (patch heat maps). Everything
+listed in ``__all__`` is importable from ``course_utils.models.glow`` itself.
 """
 
 from __future__ import annotations
