@@ -1,13 +1,12 @@
 """The one training loop every method of the course uses.
 
-- :func:`train` runs mini-batch gradient descent for any model whose loss a small
-  function can compute: autoencoders, the f-AnoGAN encoder, Glow flows, AE-FLOW. It keeps
-  a :class:`History` of losses, shows a progress bar, clips gradients on request, uses
-  mixed precision (float16) on CUDA, and stops with :class:`NonFiniteLossError` as soon as
-  a loss or gradient becomes NaN / inf, *before* the bad update, so the model keeps its
-  last good weights.
-- its companion, :func:`course_utils.checkpoints.train_or_load`, is the "load the checkpoint
-  if it is there, else train and save it" step around it (see :mod:`course_utils.checkpoints`).
+:func:`train` runs mini-batch gradient descent for any model whose loss a small function can
+compute: autoencoders, the f-AnoGAN encoder, Glow flows, AE-FLOW. It keeps a :class:`History`
+of losses, shows a progress bar, clips gradients on request, uses mixed precision (float16) on
+CUDA, and stops with :class:`NonFiniteLossError` as soon as a loss or gradient becomes NaN /
+inf, *before* the bad update, so the model keeps its last good weights. Its companion,
+:func:`course_utils.checkpoints.train_or_load`, is the "load the checkpoint if it is there,
+else train and save it" step around it.
 
 Adversarial training (f-AnoGAN's WGAN-GP) needs several losses, each minimised by its own
 optimiser in an alternating schedule. For that, ``loss_fn`` may be a list of
@@ -22,11 +21,7 @@ A typical notebook cell::
         (images,) = batch                      # (B, 1, 28, 28) in [0, 1]
         return F.mse_loss(model(images), images)
 
-    config = {"method": "ae", "dataset": "mnist", "normal_class": 0, "epochs": EPOCHS}
-    history, cached = checkpoints.train_or_load(
-        model, "ae-mnist-0", config,
-        lambda: train(model, loss_fn, x_train, epochs=EPOCHS, lr=1e-3),
-    )
+    history = train(model, loss_fn, x_train, epochs=EPOCHS, lr=1e-3)
 """
 
 from __future__ import annotations
