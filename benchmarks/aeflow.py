@@ -1,6 +1,6 @@
 """AE-FLOW on PneumoniaMNIST: ``python -m benchmarks.aeflow [--seeds 0 1 2]``; GPU throughput: ``--gpu``.
 
-Protocol (DESIGN.md; the same code as notebook 04):
+Protocol (docs/design.md, section protocol; the same code as notebook 04):
 
 - train the reduced AE-FLOW (``course_utils.models.aeflow.PNEUMONIA_CONFIG``: small encoder from
   scratch, 32 px, no ImageNet weights) on the NORMAL images of the official train split only;
@@ -43,11 +43,9 @@ from course_utils.models.aeflow import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG,
                                         AEFlowDetector, score_variants)
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+from .sections import render_aeflow as render_markdown
 
-__all__ = ["run_seed", "main", "render_markdown", "PAPER_CHEST_XRAY"]
-
-# Zhao et al. 2023, Table 1, chest X-ray (Kermany), AE-FLOW; %. SPE is not stated exactly in our notes (about 76).
-PAPER_CHEST_XRAY = {"auroc": 92.00, "f1": 88.92, "acc": 85.58, "sen": 91.28, "spe": 76.0}
+__all__ = ["run_seed", "main", "render_markdown"]
 
 
 def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dict:
@@ -100,68 +98,6 @@ def summarise(runs: list[dict]) -> dict:
                                             for k in variants}
     summary["mean_train_seconds"] = round(float(np.mean([r["train_seconds"] for r in runs])), 2)
     return summary
-
-
-def render_markdown(record: dict) -> str:
-    """The results section for ``benchmarks/results/README.md`` (and the notebook)."""
-    p = PAPER_CHEST_XRAY
-    lines = [
-        "## AE-FLOW on PneumoniaMNIST (notebook 04)",
-        "",
-        f"Train on the {record['n_train']:,} normal images of the train split ({record['image_size_data']} px data, "
-        f"model input {record['config']['image_size']} px, {record['config']['encoder']} encoder, weights: "
-        f"{record['config']['weights']}); test split {record['n_test']} images. Score variant and threshold chosen "
-        "on the val split; AUROC on continuous scores; mean ± std over seeds "
-        f"{', '.join(map(str, record['seeds']))}.",
-        "",
-        "| | AUROC (%) | F1 | ACC | SEN | SPE | train s / seed |",
-        "|---|---|---|---|---|---|---|",
-        f"| this course (reduced, CPU), best-F1 threshold on val | {100 * record['mean_auroc']:.2f} ± {100 * record['std_auroc']:.2f} | "
-        + " | ".join(f"{100 * record[f'mean_{k}']:.2f}" for k in ("f1", "acc", "sen", "spe"))
-        + f" | {record['mean_train_seconds']:.0f} |",
-        "| same, Youden threshold on val | same | "
-        + " | ".join(f"{100 * float(np.mean([r['test_at_val_threshold']['youden'][k] for r in record['runs']])):.2f}"
-                     for k in ("f1", "acc", "sen", "spe"))
-        + " | |",
-        f"| paper (Kermany chest X-ray, 256 px, ImageNet WRN-50-2) | {p['auroc']:.2f} | {p['f1']:.2f} | {p['acc']:.2f} | "
-        f"{p['sen']:.2f} | ~{p['spe']:.0f} | GPU |",
-        "",
-        "Test AUROC of every score variant (mean over seeds; the val AUROC picks the reported one):",
-        "",
-        "| variant | val AUROC | test AUROC |",
-        "|---|---|---|",
-    ]
-    for k, v in record["mean_test_auroc_by_variant"].items():
-        lines.append(f"| `{k}` | {record['mean_val_auroc_by_variant'][k]:.3f} | {v:.3f} |")
-    lines += ["", f"Selected per seed: {', '.join(r['selected_variant'] for r in record['runs'])}. "
-              f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
-    return "\n".join(lines)
-
-
-def render_hardware_markdown(memory: dict | None, gpu: dict | None) -> str:
-    """The "full 256 px model" section: the float32 step bytes (``--memory``) and, if a GPU was
-    lent, the measured images/s and peak memory (``--gpu``)."""
-    lines = ["## AE-FLOW full model (256 px, Wide-ResNet-50-2 encoder): memory and speed", ""]
-    if memory is not None:
-        g = memory["gib"]
-        lines += [
-            f"One float32 Adam training step at batch {memory['batch_size']} (trainable encoder: "
-            f"{memory['trainable_encoder']}), exact tensor bytes: parameters {g['parameters']:.2f} GiB, gradients "
-            f"{g['gradients']:.2f}, Adam moments {g['adam_state']:.2f}, tensors saved for backward "
-            f"{g['saved_activations']:.2f}; **total {g['total']:.2f} GiB**. A GPU adds allocator and cuDNN "
-            "workspace overhead; mixed precision stores most activations in 16 bits and needs less. "
-            f"(Counted on {memory['machine']}, where the step took {memory['cpu_step_seconds']:.0f} s; "
-            f"commit {memory['git_commit']}.)",
-            "",
-        ]
-    if gpu is not None:
-        lines += [f"Measured on {gpu['gpu']} at batch {gpu['batch_size']} with AMP: "
-                  f"{gpu['train_images_per_second']} training images/s, peak "
-                  f"`torch.cuda.max_memory_allocated` {gpu['max_memory_allocated_mb']:.0f} MiB.", ""]
-    else:
-        lines += ["GPU images/s and peak GPU memory: not measured yet (no GPU was lent to this project); run "
-                  "`python -m benchmarks.aeflow --gpu` on a CUDA machine to add them here.", ""]
-    return "\n".join(lines)
 
 
 def _gpu_benchmark(args) -> int:

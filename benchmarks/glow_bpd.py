@@ -1,6 +1,6 @@
 """Glow bits per dimension on all MNIST digits: ``python -m benchmarks.glow_bpd [--budget-s 1200]``.
 
-Protocol (notebook 03, DESIGN.md "other measurements"):
+Protocol (notebook 03; docs/design.md, section protocol):
 
 - train ``course_utils.models.glow.BPD_CONFIG`` (fast mode: ``FAST_CONFIG``) on the WHOLE official
   MNIST train split (all ten digits), through ``course_utils.models.glow.train_glow`` (the course's
@@ -13,13 +13,13 @@ Protocol (notebook 03, DESIGN.md "other measurements"):
   the variational bound of Flow++, still an upper bound on -log2 P(x) / D) from a generator seeded
   with 0, so the number is reproducible for a given model; beside the mean, the
   median and the ten worst test images (a flow can give a few images absurd likelihoods, which then
-  dominate the mean). The trained flow is saved with ``training.save_checkpoint`` to
+  dominate the mean). The trained flow is saved with ``checkpoints.save_checkpoint`` to
   ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>-<config key>.pt`` (``record["model_path"]``; read it back with
-  ``training.load_checkpoint``), so those images can be studied without training again.
+  ``checkpoints.load_checkpoint``), so those images can be studied without training again.
 
 Target: test bpd <= 1.25 within 20 minutes on 2 CPU cores (``--threads 2 --budget-s 1200``).
 Writes ``benchmarks/results/glow_bpd__mnist.json`` (``"protocol": "bits-per-dim"``) and prints its
-markdown section (:func:`render_markdown`, also used by ``benchmarks/report.py``).
+markdown section (:func:`render_markdown`, from ``benchmarks/sections.py``, which ``benchmarks/report.py`` also uses).
 """
 
 from __future__ import annotations
@@ -35,21 +35,14 @@ from course_utils import config
 from course_utils.data import load_dataset
 from course_utils.models.glow import (BPD_CONFIG, FAST_CONFIG, GlowFlow, test_bits_per_dim, test_bits_per_image,
                                       train_glow)
-from course_utils.training import checkpoint_path, save_checkpoint
+from course_utils.checkpoints import checkpoint_path, save_checkpoint
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
+from .sections import render_glow_bpd as render_markdown
 
-__all__ = ["main", "render_markdown", "TARGET_BPD", "LITERATURE_BPD"]
+__all__ = ["main", "render_markdown", "TARGET_BPD"]
 
 TARGET_BPD = 1.25
-# Published test bpd on MNIST (dequantised 8-bit), for orientation: much larger models and GPU days.
-LITERATURE_BPD = [
-    ("Real NVP (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.06),
-    ("Glow (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.05),
-    ("FFJORD (Grathwohl et al. 2019, Table 2)", 0.99),
-]
-
-
 def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eval: int, seed: int,
         source: str, progress: bool) -> dict:
     fast = config.is_fast()
@@ -85,7 +78,7 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
     per_image = test_bits_per_image(flow, test.images, seed=0)
     final = float(per_image.mean())
     worst = torch.argsort(per_image, descending=True)[:10]
-    # the course's checkpoint format, so training.load_checkpoint reads it back (with a config check)
+    # the course's checkpoint format, so checkpoints.load_checkpoint reads it back (with a config check)
     model_path = checkpoint_path(f"glow_bpd-seed{seed}-{'fast' if fast else 'full'}", cfg.to_dict())
     save_checkpoint(model_path, flow, history, cfg.to_dict())
     return {
@@ -108,51 +101,6 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
         "curve": curve, "torch_threads": torch.get_num_threads(), "peak_rss_mb": round(peak_rss_mb(), 1),
         **environment_info(),
     }
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def render_markdown(record: dict) -> str:
-    """The Glow bits/dim section of ``benchmarks/results/README.md``."""
-    c = record["config"]
-    schedule = c.get("lr_schedule", "constant")  # older records have neither key: the defaults
-    lines = [
-        "## Glow bits per dimension on MNIST (notebook 03)",
-        "",
-        f"All ten digits, {record['n_train']:,} training images ({record['data_source']}"
-        f"{'' if record.get('full_data') else ', NOT the full 60,000'}), test bpd on the {record['n_test']:,} test "
-        f"images (dequantization noise seeded with 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
-        f"{c['hidden']} hidden channels, {c['mixing']} mixing, {c.get('dequantization', 'uniform')} dequantization; "
-        f"batch {c['batch_size']}, lr {c['lr']:g} ({schedule}"
-        f"{'' if schedule == 'constant' else ', horizon ' + format(c['steps'], ',') + ' steps'}"
-        f"{'' if record['steps_run'] >= c['steps'] else ', cut short by the budget'}).",
-        "",
-        "| test bpd (mean) | median | test images > 8 bpd | target | train bpd (last epoch) | training time | steps | "
-        "images seen | threads |",
-        "|---|---|---|---|---|---|---|---|---|",
-        f"| **{record['test_bpd']:.3f}** | {_fmt(record.get('test_bpd_median'))} | "
-        f"{record.get('test_images_above_8_bpd', 'n/a')} | "
-        f"<= {record['target_bpd']} ({'met' if record['meets_target'] else 'NOT met'}) | "
-        f"{record['final_train_bpd']:.3f} | {record['train_seconds'] / 60:.1f} min (budget "
-        f"{(record['budget_s'] or 0) / 60:.0f} min) | {record['steps_run']:,} | {record['images_seen']:,} | "
-        f"{record['torch_threads']} |",
-        "",
-        "Training curve (test bpd on the first "
-        f"{record['n_eval_subset']:,} test images):",
-        "",
-        "| epoch | steps | train s | train bpd | test bpd (subset) |",
-        "|---|---|---|---|---|",
-    ]
-    points = [p for p in record["curve"] if "test_bpd_subset" in p]
-    for p in points:
-        lines.append(f"| {p['epoch']} | {p['steps']:,} | {p['train_seconds']:.0f} | {p['train_bpd']:.3f} | "
-                     f"{p['test_bpd_subset']:.3f} |")
-    lines += ["", "Published MNIST test bpd, for orientation (far larger models, GPU training):", ""]
-    lines += [f"- {name}: {value}" for name, value in LITERATURE_BPD]
-    lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Serra et al. (ICLR 2020) score S(x) = NLL_bits(x) - L(x), with L(x) the code length of a lossless
 compressor, and find that the choice of compressor matters (they compare PNG, JPEG 2000, FLIF). This
-benchmark repeats that comparison on the one-class protocol of DESIGN.md:
+benchmark repeats that comparison on the one-class protocol of docs/design.md:
 
 - for every dataset, normal class and seed: the protocol's ``glow-nll`` run
   (``protocol.evaluate_one_class``; its checkpoint is the one ``glow-complexity`` shares, so it comes
@@ -15,7 +15,7 @@ benchmark repeats that comparison on the one-class protocol of DESIGN.md:
   equals the ``glow-complexity`` benchmark.
 
 Writes ``benchmarks/results/glow_codecs__<dataset>.json`` (``"protocol": "complexity-codecs"``) and
-prints its markdown section (:func:`render_markdown`, also used by ``benchmarks/report.py``).
+prints its markdown section (:func:`render_markdown`, from ``benchmarks/sections.py``, which ``benchmarks/report.py`` also uses).
 """
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ import torch
 from course_utils import config
 from course_utils.complexity import CODECS, compressed_bits
 from course_utils.data import dataset_info, load_dataset
-from course_utils.metrics import auroc, summarize_per_class
+from course_utils.metrics import auroc
+from course_utils.tables import summarize_per_class
 from course_utils.protocol import evaluate_one_class
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
+from .sections import REFERENCE_ROW
+from .sections import render_glow_codecs as render_markdown
 
 __all__ = ["run", "render_markdown", "main", "REFERENCE_ROW"]
 
-REFERENCE_ROW = "none"  # the raw NLL: no complexity term
 
 
 def run(dataset: str, *, seeds: list[int], classes: list[int] | None = None, codecs: tuple[str, ...] = CODECS,
@@ -86,36 +88,6 @@ def run(dataset: str, *, seeds: list[int], classes: list[int] | None = None, cod
         "full_data": data_source == "full", "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": torch.get_num_threads(), **environment_info(),
     }
-
-
-def render_markdown(record: dict) -> str:
-    """The codec-comparison section of ``benchmarks/results/README.md`` for one dataset."""
-    classes = [str(c) for c in record["classes"]]
-    names = dataset_info(record["dataset"]).class_names
-    lines = [
-        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 03)",
-        "",
-        "S(x) = NLL_bits(x) - L(x) with L(x) from each lossless codec, on the `glow-nll` models "
-        f"(one-class protocol, seeds {' '.join(map(str, record['seeds']))}, data: {record['data_source']}); "
-        f"`{REFERENCE_ROW}` is the raw NLL. AUROC per normal class (mean over seeds); `mean` ± the spread over "
-        "seeds of the class mean. L(x) bits: mean over the test split.",
-        "",
-        "| L(x) | " + " | ".join(c if names[int(c)] == c else f"{c} {names[int(c)]}" for c in classes)
-        + " | mean | L(x) bits | ms / image |",
-        "|---|" + "---|" * (len(classes) + 3),
-    ]
-    best = max((r for r in record["codecs"] if r != REFERENCE_ROW), key=lambda r: record["codecs"][r]["mean_auroc"])
-    for row, r in record["codecs"].items():
-        cells = [f"{np.mean(r['auroc'][c]):.3f}" for c in classes]
-        mean = f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}"
-        lines.append(f"| {row} | " + " | ".join(cells) + f" | {'**' + mean + '**' if row == best else mean} | "
-                     f"{'-' if r['mean_test_bits'] is None else format(r['mean_test_bits'], ',.0f')} | "
-                     f"{'-' if r['ms_per_image'] is None else format(r['ms_per_image'], '.2f')} |")
-    lines += ["", "Ceiling, not a result: choosing for every class the codec that does best on its TEST labels "
-              f"would give a mean AUROC of {record['oracle_best_codec_per_class_mean_auroc']:.3f}. The codec "
-              "reshuffles which classes fail more than it raises the mean.",
-              "", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

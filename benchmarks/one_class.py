@@ -1,6 +1,6 @@
 """One-class benchmark: ``python -m benchmarks.one_class --method M --dataset D [--classes ...] [--seeds ...]``.
 
-Runs the protocol of DESIGN.md with the course_utils code (``course_utils.protocol``,
+Runs the protocol of docs/design.md with the course_utils code (``course_utils.protocol``,
 the same function the notebooks call) and writes
 ``benchmarks/results/<method>__<dataset>.json``; a run of a few classes merges into the
 file. Then re-renders ``benchmarks/results/README.md`` from every JSON file there.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from course_utils import config
-from course_utils.metrics import summarize_per_class
+from course_utils.tables import summarize_per_class
 from course_utils.protocol import METHODS, OneClassResults, run_one_class
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, render_readme, update_main_readme, write_json_atomic
@@ -25,7 +25,7 @@ __all__ = ["results_to_record", "merge_records", "main"]
 
 
 def results_to_record(results: OneClassResults, seeds: list[int]) -> dict:
-    """The JSON record of DESIGN.md for one benchmark run."""
+    """The JSON record of one benchmark run: method, dataset, AUROC per class and seed, timings, environment."""
     by_class = results.auroc_by_class()
     train_s: dict[str, float] = {}
     score_s: dict[str, float] = {}

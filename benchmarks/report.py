@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 from course_utils.data import dataset_info
-from course_utils.metrics import compare_table
+from course_utils.tables import compare_table
 from course_utils.files import atomic_write_bytes
+
+from .sections import render_aeflow, render_aeflow_hardware, render_glow_bpd, render_glow_codecs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
@@ -156,9 +158,7 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         machines = sorted({r.get("machine", "?") for r in group})
         lines.append("Machine: " + "; ".join(machines))
         lines.append("")
-    # measurements with their own protocol (DESIGN.md: one JSON each, rendered here too)
-    from benchmarks.aeflow import render_markdown as render_aeflow  # lazy: benchmarks.aeflow imports this module
-
+    # measurements with their own protocol (one JSON each, rendered here too; see benchmarks/sections.py)
     for path in sorted(results_dir.glob("aeflow*__*.json")):
         record = json.loads(path.read_text())
         if record.get("protocol") == "normal-vs-pneumonia":
@@ -166,17 +166,11 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
     hardware = {name: json.loads((results_dir / f"{name}.json").read_text())
                 for name in ("aeflow_memory", "aeflow_gpu") if (results_dir / f"{name}.json").exists()}
     if hardware:
-        from benchmarks.aeflow import render_hardware_markdown
-
-        lines += [render_hardware_markdown(hardware.get("aeflow_memory"), hardware.get("aeflow_gpu")), ""]
-    from benchmarks.glow_bpd import render_markdown as render_glow_bpd  # lazy, as above
-
+        lines += [render_aeflow_hardware(hardware.get("aeflow_memory"), hardware.get("aeflow_gpu")), ""]
     for path in sorted(results_dir.glob("glow_bpd__*.json")):
         record = json.loads(path.read_text())
         if record.get("protocol") == "bits-per-dim":
             lines += [render_glow_bpd(record), ""]
-    from benchmarks.glow_codecs import render_markdown as render_glow_codecs  # lazy, as above
-
     for path in sorted(results_dir.glob("glow_codecs__*.json")):
         record = json.loads(path.read_text())
         if record.get("protocol") == "complexity-codecs":

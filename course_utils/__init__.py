@@ -1,9 +1,12 @@
 """Shared plumbing for the image anomaly detection course.
 
-One module per concern (see DESIGN.md): ``config`` (paths, fast mode, device, seeds),
-``data`` (datasets, one-class splits, synthetic anomalies), ``metrics``, ``training``
-(the one training loop and checkpoint cache), ``protocol`` (the one-class evaluation
-used by notebooks and benchmarks alike), ``plots``, ``widgets`` and ``checks``.
+One module per concern (see docs/design.md, section architecture): ``config`` (paths, fast
+mode, device, seeds), ``data`` (datasets, one-class splits, synthetic anomalies), ``images``
+(image validation), ``metrics`` and ``tables`` (scores -> numbers -> markdown), ``training``
+(the one training loop), ``checkpoints`` (the checkpoint cache and its keys),
+``reconstruction`` (SSIM and residual maps), ``models`` (the detectors on one base class),
+``protocol`` (the one-class evaluation used by notebooks and benchmarks alike), ``plots``,
+``widgets`` and ``checks``.
 """
 
 __version__ = "0.1.0"

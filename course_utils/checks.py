@@ -382,7 +382,7 @@ def check_complexity_score(fn: Callable[[Any, Any], Any], *, hidden: bool = Fals
     NLL_bits = -log p_Y(y) / ln 2 + 8 D (D = pixels per image) and L(x) = ``png_bits(images)``;
     one value per image, agreement to 1e-6.
     """
-    from course_utils.models.aeflow import png_bits
+    from course_utils.complexity import png_bits
 
     exercise = "complexity-score"
     for case, log_p, images in _complexity_cases(hidden):

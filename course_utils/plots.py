@@ -20,15 +20,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from course_utils.metrics import (
-    _counts,
-    _validate_scores_labels,
-    _validate_threshold,
-    auprc,
-    auroc,
-)
+from course_utils.metrics import auprc, auroc, counts_at_threshold, validate_scores_labels, validate_threshold
 
 __all__ = [
+    "images_to_nhwc",
     "score_histogram",
     "roc_curve_plot",
     "pr_curve_plot",
@@ -94,7 +89,7 @@ def score_histogram(
     Returns:
         The Axes.
     """
-    scores_array, labels_array = _validate_scores_labels(scores, labels, require_both_classes=False)
+    scores_array, labels_array = validate_scores_labels(scores, labels, require_both_classes=False)
     if len(names) != 2:
         raise ValueError(f"names must be two strings (normal, anomaly); got {names!r}")
     edges = np.histogram_bin_edges(scores_array, bins=bins)
@@ -113,7 +108,7 @@ def score_histogram(
             label=f"{name} (n={len(class_scores)})",
         )
     if threshold is not None:
-        value = _validate_threshold(threshold)
+        value = validate_threshold(threshold)
         ax.axvline(value, label=f"threshold = {value:.4g}", **THRESHOLD_STYLE)
     ax.set_xlabel("anomaly score (higher = more anomalous)")
     ax.set_ylabel("density" if density else "count")
@@ -165,14 +160,14 @@ def roc_curve_plot(
     Returns:
         The Axes.
     """
-    scores_array, labels_array = _validate_scores_labels(scores, labels, metric="a ROC curve")
+    scores_array, labels_array = validate_scores_labels(scores, labels, metric="a ROC curve")
     fpr, tpr, _ = roc_curve(labels_array, scores_array)
     ax = _axes_or_new(ax, figsize=(4.5, 4.5))
     _draw_chance_line_once(ax, [0, 1], [0, 1], "chance")
     (curve,) = ax.plot(fpr, tpr, label=_legend_text(label, "AUROC", auroc(scores_array, labels_array)))
     if threshold is not None:
-        value = _validate_threshold(threshold)
-        tp, fp, tn, fn = _counts(scores_array, labels_array, value)
+        value = validate_threshold(threshold)
+        tp, fp, tn, fn = counts_at_threshold(scores_array, labels_array, value)
         _mark_operating_point(ax, fp / (fp + tn), tp / (tp + fn), curve.get_color(), value)
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
@@ -206,7 +201,7 @@ def pr_curve_plot(
     Returns:
         The Axes.
     """
-    scores_array, labels_array = _validate_scores_labels(scores, labels, metric="a PR curve")
+    scores_array, labels_array = validate_scores_labels(scores, labels, metric="a PR curve")
     precision, recall, _ = precision_recall_curve(labels_array, scores_array)
     ax = _axes_or_new(ax, figsize=(4.5, 4.5))
     # steps-post matches how average precision integrates the curve.
@@ -225,8 +220,8 @@ def pr_curve_plot(
         label=f"chance (prevalence {prevalence:.2f})",
     )
     if threshold is not None:
-        value = _validate_threshold(threshold)
-        tp, fp, _, fn = _counts(scores_array, labels_array, value)
+        value = validate_threshold(threshold)
+        tp, fp, _, fn = counts_at_threshold(scores_array, labels_array, value)
         # Nothing predicted anomalous: precision is 0/0; use 1, the curve's end point.
         precision_at = tp / (tp + fp) if tp + fp > 0 else 1.0
         _mark_operating_point(ax, tp / (tp + fn), precision_at, curve.get_color(), value)
@@ -244,7 +239,7 @@ def pr_curve_plot(
 # --------------------------------------------------------------------------------------
 
 
-def _images_to_nhwc(images: Any, name: str = "images") -> np.ndarray:
+def images_to_nhwc(images: Any, name: str = "images") -> np.ndarray:
     """Batch of channel-first images -> float array (N, H, W) (gray) or (N, H, W, 3) (RGB).
 
     Accepts (N, H, W), (N, 1, H, W) and (N, 3, H, W), numpy or torch.
@@ -298,7 +293,7 @@ def tile_images(images: Any, nrow: int = 8, pad: int = 1, pad_value: float = 1.0
         ``cols = min(nrow, N)`` and ``rows = ceil(N / cols)``:
         ``H' = rows * H + (rows - 1) * pad`` and ``W' = cols * W + (cols - 1) * pad``.
     """
-    batch = _images_to_nhwc(images)
+    batch = images_to_nhwc(images)
     _check_nrow(nrow)
     if not isinstance(pad, (int, np.integer)) or pad < 0:
         raise ValueError(f"pad must be a non-negative integer number of pixels; got {pad!r}")
@@ -342,7 +337,7 @@ def image_grid(
     Returns:
         The Axes holding the grid (its axis is off); ``ax.figure`` is the figure.
     """
-    batch = _images_to_nhwc(images)
+    batch = images_to_nhwc(images)
     _check_nrow(nrow)
     n_images = batch.shape[0]
     cols = min(int(nrow), n_images)

@@ -1,24 +1,24 @@
 """The one-class evaluation protocol, shared by notebooks and benchmarks.
 
-Protocol (DESIGN.md): for each normal class, train on the images of that class from the
-official train split, score the WHOLE official test split, report AUROC (threshold-free).
-Notebooks call ``run_one_class`` and print its table; ``python -m benchmarks.one_class``
-calls the same function and writes the JSON / markdown results, so the numbers in a
-notebook and in ``benchmarks/results`` come from one code path.
+Protocol (docs/design.md, section protocol): for each normal class, train on the images of that
+class from the official train split, score the WHOLE official test split, report AUROC
+(threshold-free). Notebooks call ``run_one_class`` and print its table; ``python -m
+benchmarks.one_class`` calls the same function and writes the JSON / markdown results, so the
+numbers in a notebook and in ``benchmarks/results`` come from one code path.
 
-A method is a factory ``make(seed: int, fast: bool) -> Detector`` (a factory that also takes
-keyword arguments ``dataset`` and ``source`` gets the dataset name and data source of the run,
-for a method that needs images of another dataset); a detector has
-``fit(train_images) -> self`` and ``score(images) -> Tensor (N,)`` (higher = more
-anomalous). Later notebooks register theirs in ``METHODS``.
+A method is a factory ``make(context: MethodContext) -> Detector``: the context holds the run's
+seed, fast mode, dataset name and data source (a method that needs images of another dataset
+loads them from it). A detector has ``fit(train_images) -> self`` and ``score(images) -> Tensor
+(N,)`` (higher = more anomalous); the course's detectors subclass
+:class:`course_utils.models.base.Detector`. Later notebooks register theirs with
+``register_method``.
 
-A detector that can compute several image scores from one pass (for example the
-autoencoder's MSE and 1 - SSIM from one reconstruction) may also offer
-``scores(images) -> dict[str, Tensor (N,)]``; the runner then keeps all of them in
-``ClassResult.scores_by_kind``, so a notebook can compare scores without training, loading
-or reconstructing again. The method's own score is ``score(images)``; a detector whose
-``score_kind`` attribute names one of the kinds (and whose ``score`` returns exactly that
-kind) gets it from the same pass instead of a second one.
+A detector that computes several image scores from one pass (for example the autoencoder's MSE
+and 1 - SSIM from one reconstruction) offers ``scores(images) -> dict[str, Tensor (N,)]``; the
+runner keeps all of them in ``ClassResult.scores_by_kind``, so a notebook can compare scores
+without training, loading or reconstructing again. The method's own score is ``score(images)``;
+a detector whose ``score_kind`` attribute names one of the kinds (as every course detector's
+does) gets it from the same pass instead of a second one.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from . import config
 from .data import dataset_info, one_class_split
 from .metrics import auprc, auroc
 
-__all__ = ["Detector", "METHODS", "register_method", "make_detector", "ClassResult", "OneClassResults",
-           "evaluate_one_class", "run_one_class"]
+__all__ = ["Detector", "MethodContext", "METHODS", "register_method", "make_detector", "ClassResult",
+           "OneClassResults", "evaluate_one_class", "run_one_class"]
 
 
 class Detector(Protocol):
@@ -44,93 +44,111 @@ class Detector(Protocol):
     def score(self, images: Tensor) -> Tensor: ...
 
 
-MethodFactory = Callable[[int, bool], Detector]
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method factory knows about the run it makes a detector for.
+
+    Attributes:
+        seed: the run's seed (the factory passes it to the detector).
+        fast: fast-mode settings (tests, ``COURSE_FAST=1``) instead of the full ones.
+        dataset: the name of the dataset the detector will be trained and tested on.
+        source: the data source of the run (see ``course_utils.data``); a method that loads
+            images of another dataset loads them from the same kind of source.
+    """
+
+    seed: int = 0
+    fast: bool = False
+    dataset: str = "mnist"
+    source: str = "auto"
 
 
-def _pca(seed: int, fast: bool) -> Detector:
+MethodFactory = Callable[[MethodContext], Detector]
+
+
+def _pca(context: MethodContext) -> Detector:
     from .models.baselines import PCADetector
 
     return PCADetector(n_components=0.9)
 
 
-def _knn(seed: int, fast: bool) -> Detector:
+def _knn(context: MethodContext) -> Detector:
     from .models.baselines import KNNDetector
 
     return KNNDetector(k=5)
 
 
-def _autoencoder(loss: str, seed: int, fast: bool) -> Detector:
+def _autoencoder(loss: str, context: MethodContext) -> Detector:
     """Notebook 01's convolutional autoencoder; each method reports the score matching its
     loss (ae-l2: mean squared error, ae-ssim: 1 - SSIM)."""
-    from .models.autoencoder import AutoencoderDetector, FAST_SETTINGS, FULL_SETTINGS
+    from .models.autoencoder import FAST_SETTINGS, FULL_SETTINGS, AutoencoderDetector
 
-    settings = FAST_SETTINGS if fast else FULL_SETTINGS
-    return AutoencoderDetector(loss, seed=seed, **settings)
-
-
-def _ae_l2(seed: int, fast: bool) -> Detector:
-    return _autoencoder("l2", seed, fast)
+    return AutoencoderDetector(loss, settings=FAST_SETTINGS if context.fast else FULL_SETTINGS, seed=context.seed)
 
 
-def _ae_ssim(seed: int, fast: bool) -> Detector:
-    return _autoencoder("ssim", seed, fast)
+def _ae_l2(context: MethodContext) -> Detector:
+    return _autoencoder("l2", context)
 
 
-def _glow(score: str, seed: int, fast: bool) -> Detector:
+def _ae_ssim(context: MethodContext) -> Detector:
+    return _autoencoder("ssim", context)
+
+
+def _glow(score: str, context: MethodContext) -> Detector:
     """Notebook 03's Glow; ``glow-nll`` and ``glow-complexity`` train the SAME model (one shared
     checkpoint: the cache key holds no score) and differ only in the score: NLL in bits, or NLL bits
     minus the PNG length of the image (Serra et al. 2020)."""
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GlowDetector
 
-    return GlowDetector(FAST_CONFIG if fast else FULL_CONFIG, score=score, seed=seed)
+    return GlowDetector(FAST_CONFIG if context.fast else FULL_CONFIG, score=score, seed=context.seed)
 
 
-def _glow_nll(seed: int, fast: bool) -> Detector:
-    return _glow("nll", seed, fast)
+def _glow_nll(context: MethodContext) -> Detector:
+    return _glow("nll", context)
 
 
-def _glow_complexity(seed: int, fast: bool) -> Detector:
-    return _glow("complexity", seed, fast)
+def _glow_complexity(context: MethodContext) -> Detector:
+    return _glow("complexity", context)
 
 
-def _glow_final_scale(seed: int, fast: bool) -> Detector:
+def _glow_final_scale(context: MethodContext) -> Detector:
     """Notebook 03's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
     4-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
     from .models.glow import FAST_FINAL_SCALE_CONFIG, FINAL_SCALE_CONFIG, GlowDetector
 
-    return GlowDetector(FAST_FINAL_SCALE_CONFIG if fast else FINAL_SCALE_CONFIG, score="final-scale", seed=seed)
+    return GlowDetector(FAST_FINAL_SCALE_CONFIG if context.fast else FINAL_SCALE_CONFIG, score="final-scale",
+                        seed=context.seed)
 
 
-def _glow_ratio(seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
+def _glow_ratio(context: MethodContext) -> Detector:
     """Notebook 03's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
     ANOTHER dataset (``GENERAL_DOMAIN``), never on the target dataset's images."""
     from .data import load_dataset
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GENERAL_CONFIG, GENERAL_DOMAIN, GlowRatioDetector
 
-    if dataset not in GENERAL_DOMAIN:
-        raise ValueError(f"glow-ratio has a general domain for {sorted(GENERAL_DOMAIN)} only, not {dataset!r}")
-    general = load_dataset(GENERAL_DOMAIN[dataset], "train", source="sample" if fast else source)
-    return GlowRatioDetector(general.images, FAST_CONFIG if fast else FULL_CONFIG,
-                             general_config=FAST_CONFIG if fast else GENERAL_CONFIG, seed=seed)
+    if context.dataset not in GENERAL_DOMAIN:
+        raise ValueError(f"glow-ratio has a general domain for {sorted(GENERAL_DOMAIN)} only, not {context.dataset!r}")
+    general = load_dataset(GENERAL_DOMAIN[context.dataset], "train", source="sample" if context.fast else context.source)
+    return GlowRatioDetector(general.images, FAST_CONFIG if context.fast else FULL_CONFIG,
+                             general_config=FAST_CONFIG if context.fast else GENERAL_CONFIG, seed=context.seed)
 
 
-def _fanogan(score: str, seed: int, fast: bool) -> Detector:
+def _fanogan(score: str, context: MethodContext) -> Detector:
     """Notebook 02's f-AnoGAN (WGAN-GP, izif encoder, kappa = 1). ``fanogan`` scores with the
     image MSE + feature residual of Schlegl et al. 2019, ``fanogan-ssim`` with 1 - SSIM +
     feature residual; both load the SAME cached GAN and encoder (the score kind is not part
     of any checkpoint key), so the second method costs no training."""
     from .models.fanogan import FAST_SETTINGS, FULL_SETTINGS, FAnoGANDetector
 
-    settings = FAST_SETTINGS if fast else FULL_SETTINGS
-    return FAnoGANDetector("izif", score, seed=seed, **settings)
+    return FAnoGANDetector("izif", score, settings=FAST_SETTINGS if context.fast else FULL_SETTINGS,
+                           seed=context.seed)
 
 
-def _fanogan_mse(seed: int, fast: bool) -> Detector:
-    return _fanogan("mse", seed, fast)
+def _fanogan_mse(context: MethodContext) -> Detector:
+    return _fanogan("mse", context)
 
 
-def _fanogan_ssim(seed: int, fast: bool) -> Detector:
-    return _fanogan("ssim", seed, fast)
+def _fanogan_ssim(context: MethodContext) -> Detector:
+    return _fanogan("ssim", context)
 
 
 METHODS: dict[str, MethodFactory] = {
@@ -148,20 +166,17 @@ METHODS: dict[str, MethodFactory] = {
 
 
 def register_method(name: str, factory: MethodFactory) -> None:
-    """Add a method under ``name`` (lowercase letters, digits and '-')."""
+    """Add a method under ``name`` (lowercase letters, digits and '-'); ``factory(context)`` makes its detector."""
     if not name or not all(c.isalnum() or c == "-" for c in name) or name != name.lower():
         raise ValueError(f"method name {name!r} must be lowercase letters, digits and '-'")
+    if not callable(factory):
+        raise ValueError(f"the factory of {name!r} must be a function factory(context: MethodContext) -> Detector")
     METHODS[name] = factory
 
 
 def make_detector(method: str, seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
-    """The detector of ``method`` for one run; ``dataset`` / ``source`` reach factories that accept them."""
-    import inspect
-
-    factory = _get_factory(method)
-    wants = inspect.signature(factory).parameters
-    extra = {key: value for key, value in (("dataset", dataset), ("source", source)) if key in wants}
-    return factory(seed, fast, **extra)
+    """The detector of ``method`` for one run: its factory called with the run's :class:`MethodContext`."""
+    return _get_factory(method)(MethodContext(seed=seed, fast=fast, dataset=dataset, source=source))
 
 
 def _get_factory(method: str) -> MethodFactory:

@@ -27,16 +27,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from course_utils.metrics import (
-    _as_1d_float,
-    _check_finite,
-    _check_not_empty,
-    _validate_scores_labels,
-    _validate_threshold,
-    auroc,
-    binary_metrics,
-)
-from course_utils.plots import _images_to_nhwc, image_grid, roc_curve_plot, score_histogram
+from course_utils.metrics import auroc, binary_metrics, finite_scores, validate_scores_labels, validate_threshold
+from course_utils.plots import images_to_nhwc, image_grid, roc_curve_plot, score_histogram
 
 __all__ = ["threshold_grid", "explorer_state", "nearest_to_threshold", "ScoreExplorer"]
 
@@ -57,9 +49,7 @@ def threshold_grid(scores: Any, n: int = 201) -> np.ndarray:
         float array of shape (n,), increasing. When all scores are equal the range is
         widened to ``value +- 0.5`` so that a slider still has room to move.
     """
-    scores_array = _as_1d_float(scores, "scores")
-    _check_not_empty(scores_array, "scores")
-    _check_finite(scores_array, "scores")
+    scores_array = finite_scores(scores, "scores", allow_empty=False)
     if not isinstance(n, (int, np.integer)) or n < 2:
         raise ValueError(f"n (number of threshold values) must be an integer >= 2; got {n!r}")
     low, high = float(scores_array.min()), float(scores_array.max())
@@ -83,7 +73,7 @@ def explorer_state(scores: Any, labels: Any, threshold: float) -> dict[str, Any]
         ``(fpr, tpr)``, the threshold's point on the ROC curve.
     """
     state: dict[str, Any] = dict(binary_metrics(scores, labels, threshold))
-    state["threshold"] = _validate_threshold(threshold)
+    state["threshold"] = validate_threshold(threshold)
     state["confusion"] = [[state["tn"], state["fp"]], [state["fn"], state["tp"]]]
     state["operating_point"] = (state["fpr"], state["tpr"])
     return state
@@ -103,10 +93,8 @@ def nearest_to_threshold(scores: Any, threshold: float, k: int = 4) -> tuple[np.
         ``score >= threshold`` (predicted anomalous); each is sorted closest to the
         threshold first, ties by index. Fewer than ``k`` when a side has fewer images.
     """
-    scores_array = _as_1d_float(scores, "scores")
-    _check_not_empty(scores_array, "scores")
-    _check_finite(scores_array, "scores")
-    value = _validate_threshold(threshold)
+    scores_array = finite_scores(scores, "scores", allow_empty=False)
+    value = validate_threshold(threshold)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k (images per side) must be a positive integer; got {k!r}")
     below = np.flatnonzero(scores_array < value)
@@ -133,7 +121,7 @@ def _scores_by_method(scores: Any, labels: Any) -> tuple[dict[str, np.ndarray], 
     labels_array: np.ndarray | None = None
     for name, method_scores in named.items():
         try:
-            checked[name], labels_array = _validate_scores_labels(
+            checked[name], labels_array = validate_scores_labels(
                 method_scores, labels, metric="the score explorer (its ROC curve)"
             )
         except ValueError as error:
@@ -147,7 +135,7 @@ def _checked_images(images: Any, n_scores: int) -> np.ndarray | None:
     """Images as (N, H, W) or (N, H, W, 3) floats, one per score; None stays None."""
     if images is None:
         return None
-    batch = _images_to_nhwc(images)
+    batch = images_to_nhwc(images)
     if batch.shape[0] != n_scores:
         raise ValueError(
             f"images has {batch.shape[0]} images but there are {n_scores} scores: pass the "
@@ -274,7 +262,7 @@ class ScoreExplorer:
         scores = self._scores[self.method]
         if initial_threshold is None:
             return float(np.median(scores))
-        value = _validate_threshold(initial_threshold)
+        value = validate_threshold(initial_threshold)
         grid = threshold_grid(scores)
         if not grid[0] <= value <= grid[-1]:
             raise ValueError(
@@ -330,7 +318,7 @@ class ScoreExplorer:
         displayed and ``self.state`` always agree. Returns ``self.state``.
         """
         if threshold is not None:
-            value = _validate_threshold(threshold)
+            value = validate_threshold(threshold)
             self._syncing = True
             try:
                 self.threshold_slider.value = value

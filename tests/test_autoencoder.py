@@ -6,11 +6,13 @@ import pytest
 import torch
 from pytorch_msssim import ssim as msssim_ssim
 
+from course_utils.checkpoints import data_fingerprint
+
 from course_utils.models.autoencoder import (
     AutoencoderDetector,
     ConvAutoencoder,
+    AutoencoderSettings,
     anomaly_map,
-    data_fingerprint,
     gaussian_window,
     mse_score,
     reconstruction_loss,
@@ -88,7 +90,7 @@ def test_ssim_loss_uses_data_range_one():
     loss = reconstruction_loss(x, y, "ssim")
     ref = 1 - msssim_ssim(y, x, data_range=1.0)
     assert torch.isclose(loss, ref, atol=1e-6)
-    # with the package default data_range=255 the loss would be ~0 (the pitfall of DESIGN.md)
+    # with the package default data_range=255 the loss would be ~0 (a pitfall of docs/design.md)
     assert float(1 - msssim_ssim(y, x)) < 0.2 * float(loss)
 
 
@@ -198,7 +200,7 @@ def test_autoencoder_learns_to_reconstruct_a_tiny_set(loss):
 def test_detector_fit_score_maps_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
     x = _tiny_set()
-    det = AutoencoderDetector("ssim", latent_dim=4, width=4, epochs=2, batch_size=8, device="cpu")
+    det = AutoencoderDetector("ssim", settings=AutoencoderSettings(latent_dim=4, width=4, epochs=2, batch_size=8), device="cpu")
     assert det.score_kind == "ssim" and AutoencoderDetector("l2").score_kind == "mse"
     det.fit(x)
     assert not det.loaded_from_cache
@@ -208,12 +210,12 @@ def test_detector_fit_score_maps_and_cache(tmp_path, monkeypatch):
     assert torch.allclose(both["ssim"], s) and both["mse"].shape == (16,)
     assert det.maps(x, "residual").shape == x.shape and det.maps(x, "ssim").shape == x.shape
     assert len(list(tmp_path.glob("ae-ssim-d4-*.pt"))) == 1
-    assert AutoencoderDetector(steps=400, batch_size=64).epochs_for(6000) == 5
-    assert AutoencoderDetector(steps=400, batch_size=64).epochs_for(2000) == 13
+    assert AutoencoderDetector(settings=AutoencoderSettings(steps=400, batch_size=64)).epochs_for(6000) == 5
+    assert AutoencoderDetector(settings=AutoencoderSettings(steps=400, batch_size=64)).epochs_for(2000) == 13
     # same data and settings: loaded, identical scores; other data: trained again
-    det2 = AutoencoderDetector("ssim", latent_dim=4, width=4, epochs=2, batch_size=8, device="cpu").fit(x)
+    det2 = AutoencoderDetector("ssim", settings=AutoencoderSettings(latent_dim=4, width=4, epochs=2, batch_size=8), device="cpu").fit(x)
     assert det2.loaded_from_cache and torch.allclose(det2.score(x), s)
-    det3 = AutoencoderDetector("ssim", latent_dim=4, width=4, epochs=2, batch_size=8, device="cpu").fit(x[:8])
+    det3 = AutoencoderDetector("ssim", settings=AutoencoderSettings(latent_dim=4, width=4, epochs=2, batch_size=8), device="cpu").fit(x[:8])
     assert not det3.loaded_from_cache
     with pytest.raises(RuntimeError, match="fit"):
         AutoencoderDetector().score(x)
@@ -231,10 +233,10 @@ def test_data_fingerprint_changes_with_data():
 
 
 def test_methods_are_registered():
-    from course_utils.protocol import METHODS
+    from course_utils.protocol import METHODS, MethodContext
 
     for name, loss, score in (("ae-l2", "l2", "mse"), ("ae-ssim", "ssim", "ssim")):
-        det = METHODS[name](0, True)
+        det = METHODS[name](MethodContext(0, True))
         assert isinstance(det, AutoencoderDetector)
         assert (det.loss, det.score_kind) == (loss, score)
 
@@ -242,7 +244,8 @@ def test_methods_are_registered():
 def test_training_works_when_the_last_batch_has_one_image():
     """Batch norm must not fail on a last batch of one image (N = 65, batch 64)."""
     x = _images(65)
-    det = AutoencoderDetector("l2", latent_dim=4, width=4, epochs=1, batch_size=64, device="cpu", cache=False)
+    det = AutoencoderDetector("l2", settings=AutoencoderSettings(latent_dim=4, width=4, epochs=1, batch_size=64), device="cpu",
+                              cache=False)
     det.fit(x)
     assert det.history.epochs_run == 1
     assert det.score(x[:1]).shape == (1,)
@@ -251,10 +254,9 @@ def test_training_works_when_the_last_batch_has_one_image():
 @pytest.mark.parametrize("loss", ["l2", "ssim"])
 def test_scores_of_one_pass_equal_the_own_score_exactly(loss):
     # protocol.evaluate_one_class takes the method's score from scores()[score_kind]: they must agree
-    from course_utils.models.autoencoder import AutoencoderDetector, ConvAutoencoder
-
     torch.manual_seed(0)
-    det = AutoencoderDetector(loss, latent_dim=4, width=4, device="cpu", cache=False)
-    det.model = ConvAutoencoder(4, 4, 28).eval()
+    det = AutoencoderDetector(loss, settings=AutoencoderSettings(latent_dim=4, width=4, epochs=1), device="cpu",
+                              cache=False)
     x = torch.rand(6, 1, 28, 28)
+    det.fit(x)
     assert torch.equal(det.scores(x)[det.score_kind], det.score(x))

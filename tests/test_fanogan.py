@@ -12,7 +12,7 @@ from course_utils.config import seed_everything
 from course_utils.models import fanogan as fa
 from course_utils.training import DivergenceError, NonFiniteLossError
 
-TINY = {"latent_dim": 8, "width": 4, "gan_iters": 4, "encoder_steps": 6, "batch_size": 16, "min_diversity": None}
+TINY = fa.FAnoGANSettings(latent_dim=8, width=4, gan_iters=4, encoder_steps=6, batch_size=16, min_diversity=None)
 
 
 def _images(n: int = 48, seed: int = 0, side: int = 28) -> torch.Tensor:
@@ -145,7 +145,7 @@ def test_encoder_losses_follow_the_equations():
 
 def test_scores_are_batch_invariant_and_validated():
     seed_everything(0)
-    det = fa.FAnoGANDetector(cache=False, device="cpu", **TINY).fit(_images(40))
+    det = fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY).fit(_images(40))
     x = _images(64, seed=3)
     one = det.score(x, batch_size=1)
     many = det.score(x, batch_size=64)
@@ -176,7 +176,7 @@ def test_nan_in_training_data_path_stops_with_a_clear_message(monkeypatch):
         return out
 
     monkeypatch.setattr(fa, "critic_loss", poisoned)
-    det = fa.FAnoGANDetector(cache=False, device="cpu", **TINY)
+    det = fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY)
     with pytest.raises(NonFiniteLossError, match=r"non-finite critic loss.*learning rate") as caught:
         det.fit(_images(48))
     assert caught.value.step == 3
@@ -192,13 +192,13 @@ def test_exploding_critic_loss_is_reported_as_divergence(monkeypatch):
 
     monkeypatch.setattr(fa, "critic_loss", exploding)
     with pytest.raises(DivergenceError, match=r"training diverged: the critic loss.*Lipschitz"):
-        fa.FAnoGANDetector(cache=False, device="cpu", **TINY).fit(_images(48))
+        fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY).fit(_images(48))
     assert fa.critic_loss_bound((1, 28, 28)) == pytest.approx(10 * 28 + 1000)
 
 
 def test_collapsed_generator_is_detected():
     # 4 generator iterations leave G near its initialisation, which maps every z to almost one image.
-    det = fa.FAnoGANDetector(cache=False, device="cpu", **{**TINY, "min_diversity": 0.25})
+    det = fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY.replace(min_diversity=0.25))
     with pytest.raises(fa.GANCollapseError, match="collapsed"):
         det.fit(_images(48))
     assert fa.sample_diversity(torch.ones(5, 1, 4, 4)) == 0.0
@@ -211,20 +211,20 @@ def test_detector_is_deterministic_and_reuses_checkpoints(tmp_path, monkeypatch)
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
     x, test = _images(40), _images(10, seed=5)
     seed_everything(0)
-    first = fa.FAnoGANDetector(device="cpu", **TINY).fit(x)
+    first = fa.FAnoGANDetector(device="cpu", settings=TINY).fit(x)
     scores = first.score(test)
-    assert first.loaded_from_cache == {"gan": False, "encoder": False}
-    again = fa.FAnoGANDetector(cache=False, device="cpu", **TINY).fit(x)
+    assert first.cache_hits == {"gan": False, "encoder": False} and not first.loaded_from_cache
+    again = fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY).fit(x)
     assert torch.equal(again.score(test), scores)  # seeded training: the same numbers twice
     # the SSIM variant loads both checkpoints: only the score differs
-    ssim = fa.FAnoGANDetector(score="ssim", device="cpu", **TINY).fit(x)
-    assert ssim.loaded_from_cache == {"gan": True, "encoder": True}
+    ssim = fa.FAnoGANDetector(score="ssim", device="cpu", settings=TINY).fit(x)
+    assert ssim.cache_hits == {"gan": True, "encoder": True} and ssim.loaded_from_cache
     terms = ssim.terms(test)
     assert torch.allclose(ssim.score(test), terms["ssim"] + terms["feature"])
     assert torch.allclose(scores, terms["residual"] + terms["feature"])
     # another encoder mode reuses the GAN and trains only an encoder
-    izi = fa.FAnoGANDetector("izi", device="cpu", **TINY).fit(x)
-    assert izi.loaded_from_cache == {"gan": True, "encoder": False}
+    izi = fa.FAnoGANDetector("izi", device="cpu", settings=TINY).fit(x)
+    assert izi.cache_hits == {"gan": True, "encoder": False} and not izi.loaded_from_cache
     assert len(list(tmp_path.glob("fanogan-gan-*.pt"))) == 1
     assert len(list(tmp_path.glob("fanogan-enc-*.pt"))) == 2
 
@@ -237,8 +237,8 @@ def test_detector_validates_settings_and_images():
     with pytest.raises(ValueError, match="kappa"):
         fa.FAnoGANDetector(kappa=-1.0)
     with pytest.raises(ValueError, match="gan_iters"):
-        fa.FAnoGANDetector(gan_iters=0)
-    det = fa.FAnoGANDetector(cache=False, device="cpu", **TINY)
+        fa.FAnoGANSettings(gan_iters=0)
+    det = fa.FAnoGANDetector(cache=False, device="cpu", settings=TINY)
     with pytest.raises(RuntimeError, match="fit"):
         det.score(_images(2))
     with pytest.raises(ValueError, match="28 x 28 or 32 x 32"):
@@ -251,9 +251,9 @@ def test_protocol_registers_both_methods_with_one_training():
     from course_utils import protocol
 
     assert {"fanogan", "fanogan-ssim"} <= set(protocol.METHODS)
-    a, b = protocol.METHODS["fanogan"](0, True), protocol.METHODS["fanogan-ssim"](0, True)
+    a, b = protocol.METHODS["fanogan"](protocol.MethodContext(0, True)), protocol.METHODS["fanogan-ssim"](protocol.MethodContext(0, True))
     assert (a.score_kind, b.score_kind) == ("mse", "ssim")
     x = _images(40)
-    assert a.gan_config(x) == b.gan_config(x) and a.encoder_config(x) == b.encoder_config(x)
-    full = protocol.METHODS["fanogan"](0, False)
-    assert full.gan_iters == fa.FULL_SETTINGS["gan_iters"] and full.mode == "izif"
+    assert a.cache_config(x, "gan") == b.cache_config(x, "gan") and a.cache_config(x, "encoder") == b.cache_config(x, "encoder")
+    full = protocol.METHODS["fanogan"](protocol.MethodContext(0, False))
+    assert full.settings.gan_iters == fa.FULL_SETTINGS.gan_iters and full.mode == "izif"

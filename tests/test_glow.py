@@ -334,9 +334,9 @@ def test_patch_heat_maps_have_image_shape():
 
 def test_methods_are_registered():
     for name in ("glow-nll", "glow-complexity"):
-        detector = protocol.METHODS[name](0, True)
+        detector = protocol.METHODS[name](protocol.MethodContext(0, True))
         assert isinstance(detector, GlowDetector)
-    assert protocol.METHODS["glow-complexity"](0, True).score_kind == "complexity"
+    assert protocol.METHODS["glow-complexity"](protocol.MethodContext(0, True)).score_kind == "complexity"
 
 
 def test_ratio_score_is_normal_bits_minus_general_bits_and_general_model_is_shared():
@@ -396,7 +396,7 @@ def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     assert 0 < record["test_bpd_median"] < 9 and len(record["worst_test_images"]) == 10
     worst = [w["bpd"] for w in record["worst_test_images"]]
     assert worst == sorted(worst, reverse=True) and worst[0] >= record["test_bpd_median"]
-    from course_utils.training import load_checkpoint
+    from course_utils.checkpoints import load_checkpoint
 
     flow = GlowFlow(FAST_CONFIG, (1, 28, 28))  # the saved flow is the trained one, loadable without training
     history = load_checkpoint(record["model_path"], flow, expected_config=FAST_CONFIG.to_dict())
@@ -533,7 +533,7 @@ def test_padded_detector_scores_the_padded_image_and_samples_the_original_size()
         det.score(pad_images(test, 32))
     keys = GlowDetector(FAST_FINAL_SCALE_CONFIG).cache_config(test), GlowDetector(FAST_CONFIG.replace(n_levels=4)).cache_config(test)
     assert keys[0]["pad_to"] == 32 and "pad_to" not in keys[1]
-    assert protocol.METHODS["glow-final-scale"](0, True).score_kind == "final-scale"
-    assert protocol.METHODS["glow-final-scale"](0, False).config == FINAL_SCALE_CONFIG
+    assert protocol.METHODS["glow-final-scale"](protocol.MethodContext(0, True)).score_kind == "final-scale"
+    assert protocol.METHODS["glow-final-scale"](protocol.MethodContext(0, False)).config == FINAL_SCALE_CONFIG
     with pytest.raises(ValueError, match="n_levels >= 2"):
         GlowDetector(FAST_CONFIG.replace(n_levels=1), score="final-scale")

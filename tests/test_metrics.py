@@ -1,4 +1,4 @@
-"""Tests for course_utils.metrics: agreement with scikit-learn, validation, thresholds, tables."""
+"""Tests for course_utils.metrics (agreement with scikit-learn, validation, thresholds) and course_utils.tables."""
 
 from __future__ import annotations
 
@@ -15,15 +15,12 @@ from course_utils.metrics import (
     auprc,
     auroc,
     binary_metrics,
-    compare_table,
     confusion_counts,
-    format_table,
-    per_class_table,
-    summarize_per_class,
     threshold_best_f1,
     threshold_from_normal_scores,
     threshold_youden,
 )
+from course_utils.tables import compare_table, format_table, per_class_table, summarize_per_class
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray]:

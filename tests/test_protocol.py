@@ -81,7 +81,7 @@ def test_unknown_method_and_registration():
     with pytest.raises(ValueError, match="unknown method"):
         protocol.run_one_class("nope", "mnist", [0], progress=False)
     with pytest.raises(ValueError, match="lowercase"):
-        protocol.register_method("Bad Name", lambda seed, fast: PCADetector())
+        protocol.register_method("Bad Name", lambda context: PCADetector())
 
 
 def _record(classes, seeds=(0,), source="sample"):
@@ -157,14 +157,14 @@ class _TwoScoreDetector:
 @pytest.mark.parametrize("score_kind, passes", [(None, 2), ("mean", 1)])
 def test_the_own_score_comes_from_the_same_pass_when_the_detector_names_it(monkeypatch, score_kind, passes):
     detector = _TwoScoreDetector(score_kind)
-    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda seed, fast: detector)
+    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda context: detector)
     run = protocol.run_one_class("two-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
     assert detector.passes == passes
     np.testing.assert_allclose(run.scores, run.scores_by_kind["mean"])
 
 
 def test_run_one_class_keeps_every_score_kind_of_a_detector(monkeypatch):
-    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda seed, fast: _TwoScoreDetector())
+    monkeypatch.setitem(protocol.METHODS, "two-score-test", lambda context: _TwoScoreDetector())
     run = protocol.run_one_class("two-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
     assert set(run.scores_by_kind) == {"mean", "negative"}
     np.testing.assert_allclose(run.scores_by_kind["mean"], run.scores)
@@ -174,8 +174,18 @@ def test_run_one_class_keeps_every_score_kind_of_a_detector(monkeypatch):
         run.auroc_of("ssim")
 
 
+class _OneScoreDetector:
+    """A duck-typed detector (not on the course's base) with ``score`` only: mean intensity."""
+
+    def fit(self, train_images):
+        return self
+
+    def score(self, images):
+        return images.flatten(1).mean(1).double()
+
+
 def test_a_detector_without_scores_has_no_extra_kinds(monkeypatch):
-    monkeypatch.setitem(protocol.METHODS, "one-score-test", lambda seed, fast: PCADetector(0.9))
+    monkeypatch.setitem(protocol.METHODS, "one-score-test", lambda context: _OneScoreDetector())
     run = protocol.run_one_class("one-score-test", "mnist", [0], seeds=[0], progress=False).run(0)
     assert run.scores_by_kind == {}
     with pytest.raises(KeyError, match="no scores"):

@@ -13,15 +13,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_utils.config import seed_everything
+from course_utils.checkpoints import checkpoint_path, config_key, load_checkpoint, save_checkpoint, train_or_load
 from course_utils.training import (
     History,
     NonFiniteLossError,
-    checkpoint_path,
-    config_key,
-    load_checkpoint,
-    save_checkpoint,
     train,
-    train_or_load,
 )
 
 N_FEATURES = 8

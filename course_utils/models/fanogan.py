@@ -41,13 +41,17 @@ that collapsed to (almost) one image raises :class:`GANCollapseError`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from .. import config as course_config
+from ..checkpoints import data_fingerprint
 from ..images import check_images
-from .autoencoder import data_fingerprint, residual_map, ssim_score
+from ..reconstruction import residual_map, ssim_score
+from .base import Detector, NotFittedError
 
 __all__ = [
     "Generator",
@@ -64,6 +68,7 @@ __all__ = [
     "sample_diversity",
     "GANCollapseError",
     "FAnoGANDetector",
+    "FAnoGANSettings",
     "critic_loss_bound",
     "ENCODER_MODES",
     "SCORES",
@@ -86,21 +91,59 @@ ADAM_LR = 1e-3
 ADAM_BETAS = (0.0, 0.9)
 MIN_DIVERSITY_RATIO = 0.25  # generated / real sample diversity below this = collapsed generator
 
+
+@dataclass(frozen=True)
+class FAnoGANSettings:
+    """Model and training settings of :class:`FAnoGANDetector`.
+
+    Attributes:
+        latent_dim, width: see :class:`Generator` / :class:`Critic`.
+        gan_iters: generator iterations; the critic takes ``N_CRITIC`` (5) steps per
+            generator step, each on its own batch of real images.
+        encoder_steps: encoder optimiser steps.
+        batch_size: images per step.
+        lr, betas: Adam settings of G and D.
+        encoder_lr: Adam learning rate of E (default betas).
+        min_diversity: collapse check after GAN training: raise :class:`GANCollapseError` if the
+            per-pixel spread of 256 samples is below this fraction of the real images' spread
+            (:func:`sample_diversity`); ``None`` skips the check (for tiny test runs). Not part of
+            any checkpoint key.
+    """
+
+    latent_dim: int = 128
+    width: int = 16
+    gan_iters: int = 400
+    encoder_steps: int = 300
+    batch_size: int = 16
+    lr: float = ADAM_LR
+    betas: tuple[float, float] = ADAM_BETAS
+    encoder_lr: float = 1e-3
+    min_diversity: float | None = MIN_DIVERSITY_RATIO
+
+    def __post_init__(self) -> None:
+        for name in ("gan_iters", "encoder_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.min_diversity is not None and not 0 < self.min_diversity < 1:
+            raise ValueError(f"min_diversity must be in (0, 1) or None, got {self.min_diversity!r}")
+
+    def replace(self, **changes) -> "FAnoGANSettings":
+        """A copy with ``changes`` (e.g. ``FULL_SETTINGS.replace(gan_iters=100)``)."""
+        return replace(self, **changes)
+
+
 # The settings of the benchmarks (protocol.METHODS "fanogan" / "fanogan-ssim") and notebook 02.
 # A fixed budget of generator iterations (not epochs) gives every class the same training:
 # 400 generator iterations = 2,000 critic steps of 16 images, then 300 encoder steps: 92 s for
 # MNIST digit 0 on one thread of a shared 2-core machine (about 60 s of CPU time). (Measured on MNIST digit 8 under the same time budget:
 # batches of 16 for 400 iterations beat batches of 32 for 200, AUROC 0.83 vs 0.72.)
-FULL_SETTINGS = {
-    "latent_dim": 128, "width": 16, "gan_iters": 400, "encoder_steps": 300, "batch_size": 16,
-    "lr": ADAM_LR, "encoder_lr": 1e-3,
-}
+FULL_SETTINGS = FAnoGANSettings(latent_dim=128, width=16, gan_iters=400, encoder_steps=300, batch_size=16,
+                                lr=ADAM_LR, encoder_lr=1e-3)
 # Fast mode (tests, COURSE_FAST=1) trains far too briefly for varied samples (an untrained
 # generator gives nearly the same image for every z), so its collapse check is off.
-FAST_SETTINGS = {
-    "latent_dim": 16, "width": 8, "gan_iters": 10, "encoder_steps": 20, "batch_size": 16,
-    "lr": ADAM_LR, "encoder_lr": 1e-3, "min_diversity": None,
-}
+FAST_SETTINGS = FAnoGANSettings(latent_dim=16, width=8, gan_iters=10, encoder_steps=20, batch_size=16,
+                                lr=ADAM_LR, encoder_lr=1e-3, min_diversity=None)
 
 
 # --------------------------------------------------------------------------------------
@@ -320,8 +363,8 @@ def score_terms(
 
     Args:
         images: (N, C, S, S) in [0, 1].
-        ssim: also return ``"ssim"``: 1 - SSIM(x, G(E(x))) (``ssim_score`` of the
-            autoencoder module: pytorch-msssim's SSIM, data_range 1, 11 px Gaussian window).
+        ssim: also return ``"ssim"``: 1 - SSIM(x, G(E(x))) (``ssim_score`` of
+            :mod:`course_utils.reconstruction`: pytorch-msssim's SSIM, data_range 1, 11 px Gaussian window).
 
     Returns:
         ``{"residual": A_R (N,), "feature": A_D (N,)[, "ssim": (N,)]}`` as float64 on the CPU.
@@ -381,126 +424,107 @@ def sample_diversity(images: Tensor) -> float:
 # --------------------------------------------------------------------------------------
 
 
-class FAnoGANDetector:
+class FAnoGANDetector(Detector):
     """f-AnoGAN as a detector of the one-class protocol: ``fit(normal images)``, ``score(images)``.
 
     ``fit`` trains (or loads from the checkpoint cache) first the WGAN-GP, then the encoder
-    with G and D frozen; the two checkpoints are separate, so encoders of several modes
-    (``izi``, ``izif``, ...) reuse one GAN, and the score kind (``"mse"`` / ``"ssim"``) is not
-    part of any checkpoint key: ``fanogan`` and ``fanogan-ssim`` share their trained models.
+    with G and D frozen; the two checkpoints (``checkpoint_parts``: ``"gan"``, ``"encoder"``) are
+    separate, so encoders of several modes (``izi``, ``izif``, ...) reuse one GAN, and the score
+    kind (``"mse"`` / ``"ssim"``) is not part of any checkpoint key: ``fanogan`` and
+    ``fanogan-ssim`` share their trained models.
 
     Args:
         mode: encoder training, ``"ziz"``, ``"izi"`` or ``"izif"``.
         score: image term of the score, ``"mse"`` (f-AnoGAN's A_R) or ``"ssim"`` (1 - SSIM).
+        settings: model and training settings (default ``FAnoGANSettings()``).
         kappa: weight of the feature term, in training (izif) and scoring.
-        latent_dim, width: see :class:`Generator` / :class:`Critic`.
-        gan_iters: generator iterations; the critic takes ``N_CRITIC`` (5) steps per
-            generator step, each on its own batch of real images.
-        encoder_steps: encoder optimiser steps.
-        batch_size: images per step.
-        lr, betas: Adam settings of G and D.
-        encoder_lr: Adam learning rate of E (default betas).
-        seed: seeds initialisation, latent draws and shuffling.
-        device: default ``config.get_device()``.
-        cache: use the checkpoint cache (``COURSE_CACHE_DIR``); False always trains.
-        progress: show progress bars.
-        min_diversity: collapse check after GAN training: raise :class:`GANCollapseError` if the
-            per-pixel spread of 256 samples is below this fraction of the real images' spread
-            (:func:`sample_diversity`); ``None`` skips the check (for tiny test runs).
+        seed: seeds initialisation, latent draws and shuffling (the encoder: ``seed + 1``).
+        device, cache, progress: see :class:`~course_utils.models.base.Detector`.
         on_gan_epoch_end: passed to ``train`` as ``on_epoch_end`` for the GAN (e.g. sample grids).
     """
+
+    score_kinds = SCORES
+    checkpoint_parts = ("gan", "encoder")
 
     def __init__(
         self,
         mode: str = "izif",
         score: str = "mse",
+        settings: FAnoGANSettings | None = None,
         *,
         kappa: float = 1.0,
-        latent_dim: int = 128,
-        width: int = 16,
-        gan_iters: int = 400,
-        encoder_steps: int = 300,
-        batch_size: int = 16,
-        lr: float = ADAM_LR,
-        betas: tuple[float, float] = ADAM_BETAS,
-        encoder_lr: float = 1e-3,
         seed: int = 0,
         device: torch.device | str | None = None,
         cache: bool = True,
         progress: bool = False,
-        min_diversity: float | None = MIN_DIVERSITY_RATIO,
         on_gan_epoch_end=None,
     ) -> None:
         if mode not in ENCODER_MODES:
             raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
             raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
-        for name, value in (("gan_iters", gan_iters), ("encoder_steps", encoder_steps), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.mode, self.score_kind, self.kappa = mode, score, float(kappa)
-        self.latent_dim, self.width = latent_dim, width
-        self.gan_iters, self.encoder_steps, self.batch_size = gan_iters, encoder_steps, batch_size
-        self.lr, self.encoder_lr, self.seed = float(lr), float(encoder_lr), seed
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.device = torch.device(device) if device is not None else course_config.get_device(verbose=False)
-        if min_diversity is not None and not 0 < min_diversity < 1:
-            raise ValueError(f"min_diversity must be in (0, 1) or None, got {min_diversity!r}")
-        self.cache, self.progress, self.on_gan_epoch_end = cache, progress, on_gan_epoch_end
-        self.min_diversity = min_diversity
+        super().__init__(score, seed=seed, device=device, cache=cache, progress=progress)
+        self.mode, self.kappa = mode, float(kappa)
+        self.settings = settings if settings is not None else FAnoGANSettings()
+        self.on_gan_epoch_end = on_gan_epoch_end
         self.gan: WGAN | None = None
         self.encoder: Encoder | None = None
         self.gan_history = None
         self.encoder_history = None
-        self.loaded_from_cache = {"gan": False, "encoder": False}
 
     # ---------------------------------------------------------------- configs
-    def gan_config(self, train_images: Tensor) -> dict:
-        """Everything that determines the GAN's weights (its checkpoint key)."""
+    def cache_config(self, train_images: Tensor, part: str | None = None) -> dict:
+        """Everything that determines the weights of ``part``: ``"gan"`` (the default) or ``"encoder"``
+        (the GAN's config plus the encoder's settings; kappa only matters for izif)."""
+        s = self.settings
+        if self._part(part) == "gan":
+            return {
+                "model": "fanogan-wgan-gp-v1",
+                "latent_dim": s.latent_dim, "width": s.width, "image_size": int(train_images.shape[-1]),
+                "channels": int(train_images.shape[1]), "gan_iters": s.gan_iters, "n_critic": N_CRITIC,
+                "gp_lambda": GP_LAMBDA, "lr": float(s.lr), "betas": [float(b) for b in s.betas],
+                "batch_size": s.batch_size, "seed": self.seed, "data": data_fingerprint(train_images),
+            }
         return {
-            "model": "fanogan-wgan-gp-v1",
-            "latent_dim": self.latent_dim, "width": self.width, "image_size": int(train_images.shape[-1]),
-            "channels": int(train_images.shape[1]), "gan_iters": self.gan_iters, "n_critic": N_CRITIC,
-            "gp_lambda": GP_LAMBDA, "lr": self.lr, "betas": list(self.betas), "batch_size": self.batch_size,
-            "seed": self.seed, "data": data_fingerprint(train_images),
-        }
-
-    def encoder_config(self, train_images: Tensor) -> dict:
-        """The GAN's config plus the encoder's settings (kappa only matters for izif)."""
-        return {
-            "gan": self.gan_config(train_images), "model": "fanogan-encoder-v1", "mode": self.mode,
-            "kappa": self.kappa if self.mode == "izif" else None, "steps": self.encoder_steps,
-            "lr": self.encoder_lr, "batch_size": self.batch_size, "seed": self.seed,
+            "gan": self.cache_config(train_images, "gan"), "model": "fanogan-encoder-v1", "mode": self.mode,
+            "kappa": self.kappa if self.mode == "izif" else None, "steps": s.encoder_steps,
+            "lr": float(s.encoder_lr), "batch_size": s.batch_size, "seed": self.seed,
         }
 
     # ---------------------------------------------------------------- training
-    def fit(self, train_images: Tensor) -> "FAnoGANDetector":
-        """Train (or load) GAN and encoder on normal images (N, C, S, S) in [0, 1], S = 28 or 32.
+    def validate(self, train_images: Tensor) -> None:
+        """Images (N, C, S, S) in [0, 1], S = 28 or 32."""
+        super().validate(train_images)
+        if train_images.shape[-1] != train_images.shape[-2] or train_images.shape[-1] not in (28, 32):
+            raise ValueError(f"train_images must be 28 x 28 or 32 x 32, got {tuple(train_images.shape[-2:])}")
+
+    def build(self, train_images: Tensor) -> None:
+        """The GAN (the encoder is built after it is trained, from seed + 1: see :meth:`fit_encoder`)."""
+        size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
+        self.gan = WGAN(self.settings.latent_dim, self.settings.width, size, channels).to(self.device)
+
+    def train(self, train_images: Tensor) -> None:
+        """Stage 1, the GAN (with the collapse check), then stage 2, the encoder.
 
         Raises:
-            ValueError: bad images.
             NonFiniteLossError / DivergenceError: the GAN or encoder training diverged.
             GANCollapseError: the trained generator's samples are (almost) all the same.
         """
-        check_images(train_images, "train_images")
-        if train_images.shape[-1] != train_images.shape[-2] or train_images.shape[-1] not in (28, 32):
-            raise ValueError(f"train_images must be 28 x 28 or 32 x 32, got {tuple(train_images.shape[-2:])}")
-        self.fit_gan(train_images)
+        self._train_gan(train_images)
         self.fit_encoder(train_images)
-        return self
 
     def fit_gan(self, train_images: Tensor) -> WGAN:
-        """Stage 1: the WGAN-GP (or its cached checkpoint). Returns the GAN."""
-        from ..training import train, train_or_load
-
-        check_images(train_images, "train_images")
-        size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
+        """Stage 1 on its own: a new WGAN-GP, trained (or loaded from its cached checkpoint). Returns the GAN."""
+        self.validate(train_images)
         course_config.seed_everything(self.seed)
-        gan = WGAN(self.latent_dim, self.width, size, channels).to(self.device)
-        self.gan = gan
-        d = self.latent_dim
+        self.build(train_images)
+        return self._train_gan(train_images)
+
+    def _train_gan(self, train_images: Tensor) -> WGAN:
+        from ..training import Objective, train
+
+        gan, s = self.gan, self.settings
+        d = s.latent_dim
 
         def critic_step(model: WGAN, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             (x,) = batch
@@ -513,41 +537,38 @@ class FAnoGANDetector:
             return generator_loss(model.critic, model.generator(sample_latent(x.shape[0], d, device=x.device)))
 
         def train_fn():
-            from ..training import Objective
-
-            opt_d = torch.optim.Adam(gan.critic.parameters(), lr=self.lr, betas=self.betas)
-            opt_g = torch.optim.Adam(gan.generator.parameters(), lr=self.lr, betas=self.betas)
+            betas = (float(s.betas[0]), float(s.betas[1]))
+            opt_d = torch.optim.Adam(gan.critic.parameters(), lr=float(s.lr), betas=betas)
+            opt_g = torch.optim.Adam(gan.generator.parameters(), lr=float(s.lr), betas=betas)
             hint = ("A WGAN-GP critic loss of this size means the critic's Lipschitz constraint failed. ")
             objectives = [
                 Objective("critic", critic_step, opt_d, every=1,
                           max_abs_loss=critic_loss_bound(tuple(train_images.shape[1:])), hint=hint),
                 Objective("generator", generator_step, opt_g, every=N_CRITIC),
             ]
-            return train(gan, objectives, train_images, steps=self.gan_iters * N_CRITIC,
-                         batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress,
+            return train(gan, objectives, train_images, steps=s.gan_iters * N_CRITIC,
+                         batch_size=s.batch_size, seed=self.seed, device=self.device, progress=self.progress,
                          desc="WGAN-GP", on_epoch_end=self.on_gan_epoch_end)
 
-        cfg = self.gan_config(train_images)
-        if self.cache:
-            self.gan_history, self.loaded_from_cache["gan"] = train_or_load(
-                gan, f"fanogan-gan-d{self.latent_dim}", cfg, train_fn, verbose=False)
-        else:
-            self.gan_history, self.loaded_from_cache["gan"] = train_fn(), False
-        gan.eval()
+        self.gan_history = self.load_or_train("gan", gan, f"fanogan-gan-d{d}", self.cache_config(train_images, "gan"),
+                                              train_fn)
         gan.requires_grad_(False)
-        if self.min_diversity is not None:
+        if s.min_diversity is not None:
             self._check_not_collapsed(train_images)
         return gan
 
     def fit_encoder(self, train_images: Tensor) -> Encoder:
-        """Stage 2: the encoder with G and D frozen (or its cached checkpoint). Needs ``fit_gan`` first."""
-        from ..training import train, train_or_load
+        """Stage 2: the encoder with G and D frozen (or its cached checkpoint). Needs a GAN (``fit_gan``
+        or an assigned ``gan``); afterwards the detector is fitted."""
+        from ..training import train
 
-        gan = self._require("gan")
+        if self.gan is None:
+            raise NotFittedError("fit_encoder needs a GAN: call fit_gan(train_images) first (or fit)")
+        gan, s = self.gan, self.settings
         check_images(train_images, "train_images")
         size, channels = int(train_images.shape[-1]), int(train_images.shape[1])
         course_config.seed_everything(self.seed + 1)
-        encoder = Encoder(self.latent_dim, self.width, size, channels).to(self.device)
+        encoder = Encoder(s.latent_dim, s.width, size, channels).to(self.device)
         self.encoder = encoder
         mode, kappa = self.mode, self.kappa
 
@@ -564,28 +585,23 @@ class FAnoGANDetector:
             return encoder_loss(mode, model.encoder, gan, x, kappa=kappa)
 
         def train_fn():
-            return train(wrapper, loss_fn, train_images, steps=self.encoder_steps, lr=self.encoder_lr,
-                         batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress,
+            return train(wrapper, loss_fn, train_images, steps=s.encoder_steps, lr=float(s.encoder_lr),
+                         batch_size=s.batch_size, seed=self.seed, device=self.device, progress=self.progress,
                          desc=f"encoder ({mode})")
 
-        cfg = self.encoder_config(train_images)
-        if self.cache:
-            self.encoder_history, self.loaded_from_cache["encoder"] = train_or_load(
-                encoder, f"fanogan-enc-{mode}-d{self.latent_dim}", cfg, train_fn, verbose=False)
-        else:
-            self.encoder_history, self.loaded_from_cache["encoder"] = train_fn(), False
-        encoder.eval()
+        self.encoder_history = self.load_or_train("encoder", encoder, f"fanogan-enc-{mode}-d{s.latent_dim}",
+                                                  self.cache_config(train_images, "encoder"), train_fn)
+        self._fitted = True
         return encoder
 
     def _check_not_collapsed(self, train_images: Tensor, n: int = 256) -> None:
-        gan = self._require("gan")
         gen = torch.Generator().manual_seed(12345)
         with torch.no_grad():
-            z = sample_latent(n, self.latent_dim, generator=gen).to(self.device)
-            fake = gan.generator(z).cpu()
+            z = sample_latent(n, self.settings.latent_dim, generator=gen).to(self.device)
+            fake = self.gan.generator(z).cpu()
         idx = torch.randperm(len(train_images), generator=gen)[:n]
         real_div, fake_div = sample_diversity(train_images[idx]), sample_diversity(fake)
-        ratio = self.min_diversity if self.min_diversity is not None else MIN_DIVERSITY_RATIO
+        ratio = self.settings.min_diversity
         if real_div > 0 and fake_div < ratio * real_div:
             raise GANCollapseError(
                 f"the generator collapsed: its samples vary {fake_div:.4f} per pixel (std over {n} samples), real "
@@ -595,37 +611,33 @@ class FAnoGANDetector:
             )
 
     # ---------------------------------------------------------------- scoring
-    def _require(self, what: str):
-        model = getattr(self, what)
-        if model is None:
-            raise RuntimeError(f"call fit(train_images) before using the detector (no {what} yet)")
-        return model
-
     @torch.no_grad()
     def reconstruct(self, images: Tensor, batch_size: int = 256) -> Tensor:
         """G(E(x)) for images (N, C, S, S) in [0, 1]; returns (N, C, S, S) in [0, 1] on the CPU."""
         check_images(images, "images")
-        gan, encoder = self._require("gan"), self._require("encoder")
-        parts = [gan.generator(encoder(c.to(self.device))).cpu() for c in images.split(batch_size)]
+        self.check_fitted()
+        parts = [self.gan.generator(self.encoder(c.to(self.device))).cpu() for c in images.split(batch_size)]
         return torch.cat(parts) if parts else images.clone()
 
     def terms(self, images: Tensor, batch_size: int = 256, ssim: bool = True) -> dict[str, Tensor]:
         """Per-image score terms ``{"residual", "feature"[, "ssim"]}`` (N,) (see :func:`score_terms`)."""
-        return score_terms(images, self._require("encoder"), self._require("gan"), batch_size=batch_size,
-                           ssim=ssim, device=self.device)
+        self.check_fitted()
+        return score_terms(images, self.encoder, self.gan, batch_size=batch_size, ssim=ssim, device=self.device)
+
+    def scores(self, images: Tensor, kinds: Sequence[str] | None = None, *, kappa: float | None = None,
+               batch_size: int = 256) -> dict[str, Tensor]:
+        """Anomaly scores (N,) float64 from one pass, higher = more anomalous: ``"mse"``: A_R + kappa A_D
+        (f-AnoGAN); ``"ssim"``: (1 - SSIM(x, G(E(x)))) + kappa A_D. Default kappa: the detector's."""
+        kinds = self.requested_kinds(kinds)
+        kappa = self.kappa if kappa is None else kappa
+        terms = self.terms(images, batch_size=batch_size, ssim="ssim" in kinds)
+        return {kind: anomaly_score(terms, kappa, "residual" if kind == "mse" else "ssim") for kind in kinds}
 
     def score(self, images: Tensor, kind: str | None = None, *, kappa: float | None = None,
               batch_size: int = 256) -> Tensor:
-        """Anomaly scores (N,) float64, higher = more anomalous.
-
-        ``kind="mse"``: A_R + kappa A_D (f-AnoGAN); ``kind="ssim"``: (1 - SSIM(x, G(E(x)))) + kappa A_D.
-        Default kind and kappa: the detector's.
-        """
+        """Anomaly scores (N,) float64 of ``kind`` (default the detector's), see :meth:`scores`."""
         kind = self.score_kind if kind is None else kind
-        if kind not in SCORES:
-            raise ValueError(f"kind must be one of {SCORES}, got {kind!r}")
-        terms = self.terms(images, batch_size=batch_size, ssim=kind == "ssim")
-        return anomaly_score(terms, self.kappa if kappa is None else kappa, "residual" if kind == "mse" else "ssim")
+        return self.scores(images, (kind,), kappa=kappa, batch_size=batch_size)[kind]
 
     def maps(self, images: Tensor) -> Tensor:
         """Pixel residual maps |x - G(E(x))|, (N, C, S, S) in [0, 1]."""
@@ -634,6 +646,7 @@ class FAnoGANDetector:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """n generated images (n, C, S, S) in [0, 1] (fixed seed: the same grid every time)."""
-        gan = self._require("gan")
-        z = sample_latent(n, self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
-        return gan.generator(z).cpu()
+        if self.gan is None:
+            raise NotFittedError("call fit(train_images) or fit_gan(train_images) before sampling")
+        z = sample_latent(n, self.settings.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
+        return self.gan.generator(z).cpu()

@@ -1,0 +1,164 @@
+"""Markdown sections of the measurements with their own protocol (AE-FLOW, Glow bits/dim, Glow codecs).
+
+Each function renders one JSON record of ``benchmarks/results``; the benchmark that writes the record
+prints its section, and ``benchmarks/report.py`` puts every section into the results README. Kept
+apart from both so that neither imports the other (no import cycle).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from course_utils.data import dataset_info
+
+__all__ = ["PAPER_CHEST_XRAY", "render_aeflow", "render_aeflow_hardware", "LITERATURE_BPD", "render_glow_bpd",
+           "REFERENCE_ROW", "render_glow_codecs"]
+
+# Zhao et al. 2023, Table 1, chest X-ray (Kermany), AE-FLOW; %. SPE is not stated exactly in our notes (about 76).
+PAPER_CHEST_XRAY = {"auroc": 92.00, "f1": 88.92, "acc": 85.58, "sen": 91.28, "spe": 76.0}
+
+
+# Published test bpd on MNIST (dequantised 8-bit), for orientation: much larger models and GPU days.
+LITERATURE_BPD = [
+    ("Real NVP (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.06),
+    ("Glow (as reported by Grathwohl et al. 2019, FFJORD, Table 2)", 1.05),
+    ("FFJORD (Grathwohl et al. 2019, Table 2)", 0.99),
+]
+REFERENCE_ROW = "none"  # glow_codecs: the raw NLL, no complexity term
+
+
+def render_aeflow(record: dict) -> str:
+    """The results section for ``benchmarks/results/README.md`` (and the notebook)."""
+    p = PAPER_CHEST_XRAY
+    lines = [
+        "## AE-FLOW on PneumoniaMNIST (notebook 04)",
+        "",
+        f"Train on the {record['n_train']:,} normal images of the train split ({record['image_size_data']} px data, "
+        f"model input {record['config']['image_size']} px, {record['config']['encoder']} encoder, weights: "
+        f"{record['config']['weights']}); test split {record['n_test']} images. Score variant and threshold chosen "
+        "on the val split; AUROC on continuous scores; mean ± std over seeds "
+        f"{', '.join(map(str, record['seeds']))}.",
+        "",
+        "| | AUROC (%) | F1 | ACC | SEN | SPE | train s / seed |",
+        "|---|---|---|---|---|---|---|",
+        f"| this course (reduced, CPU), best-F1 threshold on val | {100 * record['mean_auroc']:.2f} ± {100 * record['std_auroc']:.2f} | "
+        + " | ".join(f"{100 * record[f'mean_{k}']:.2f}" for k in ("f1", "acc", "sen", "spe"))
+        + f" | {record['mean_train_seconds']:.0f} |",
+        "| same, Youden threshold on val | same | "
+        + " | ".join(f"{100 * float(np.mean([r['test_at_val_threshold']['youden'][k] for r in record['runs']])):.2f}"
+                     for k in ("f1", "acc", "sen", "spe"))
+        + " | |",
+        f"| paper (Kermany chest X-ray, 256 px, ImageNet WRN-50-2) | {p['auroc']:.2f} | {p['f1']:.2f} | {p['acc']:.2f} | "
+        f"{p['sen']:.2f} | ~{p['spe']:.0f} | GPU |",
+        "",
+        "Test AUROC of every score variant (mean over seeds; the val AUROC picks the reported one):",
+        "",
+        "| variant | val AUROC | test AUROC |",
+        "|---|---|---|",
+    ]
+    for k, v in record["mean_test_auroc_by_variant"].items():
+        lines.append(f"| `{k}` | {record['mean_val_auroc_by_variant'][k]:.3f} | {v:.3f} |")
+    lines += ["", f"Selected per seed: {', '.join(r['selected_variant'] for r in record['runs'])}. "
+              f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def render_aeflow_hardware(memory: dict | None, gpu: dict | None) -> str:
+    """The "full 256 px model" section: the float32 step bytes (``--memory``) and, if a GPU was
+    lent, the measured images/s and peak memory (``--gpu``)."""
+    lines = ["## AE-FLOW full model (256 px, Wide-ResNet-50-2 encoder): memory and speed", ""]
+    if memory is not None:
+        g = memory["gib"]
+        lines += [
+            f"One float32 Adam training step at batch {memory['batch_size']} (trainable encoder: "
+            f"{memory['trainable_encoder']}), exact tensor bytes: parameters {g['parameters']:.2f} GiB, gradients "
+            f"{g['gradients']:.2f}, Adam moments {g['adam_state']:.2f}, tensors saved for backward "
+            f"{g['saved_activations']:.2f}; **total {g['total']:.2f} GiB**. A GPU adds allocator and cuDNN "
+            "workspace overhead; mixed precision stores most activations in 16 bits and needs less. "
+            f"(Counted on {memory['machine']}, where the step took {memory['cpu_step_seconds']:.0f} s; "
+            f"commit {memory['git_commit']}.)",
+            "",
+        ]
+    if gpu is not None:
+        lines += [f"Measured on {gpu['gpu']} at batch {gpu['batch_size']} with AMP: "
+                  f"{gpu['train_images_per_second']} training images/s, peak "
+                  f"`torch.cuda.max_memory_allocated` {gpu['max_memory_allocated_mb']:.0f} MiB.", ""]
+    else:
+        lines += ["GPU images/s and peak GPU memory: not measured yet (no GPU was lent to this project); run "
+                  "`python -m benchmarks.aeflow --gpu` on a CUDA machine to add them here.", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def render_glow_bpd(record: dict) -> str:
+    """The Glow bits/dim section of ``benchmarks/results/README.md``."""
+    c = record["config"]
+    schedule = c.get("lr_schedule", "constant")  # older records have neither key: the defaults
+    lines = [
+        "## Glow bits per dimension on MNIST (notebook 03)",
+        "",
+        f"All ten digits, {record['n_train']:,} training images ({record['data_source']}"
+        f"{'' if record.get('full_data') else ', NOT the full 60,000'}), test bpd on the {record['n_test']:,} test "
+        f"images (dequantization noise seeded with 0). Model: {c['n_levels']} levels x {c['steps_per_level']} steps, "
+        f"{c['hidden']} hidden channels, {c['mixing']} mixing, {c.get('dequantization', 'uniform')} dequantization; "
+        f"batch {c['batch_size']}, lr {c['lr']:g} ({schedule}"
+        f"{'' if schedule == 'constant' else ', horizon ' + format(c['steps'], ',') + ' steps'}"
+        f"{'' if record['steps_run'] >= c['steps'] else ', cut short by the budget'}).",
+        "",
+        "| test bpd (mean) | median | test images > 8 bpd | target | train bpd (last epoch) | training time | steps | "
+        "images seen | threads |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| **{record['test_bpd']:.3f}** | {_fmt(record.get('test_bpd_median'))} | "
+        f"{record.get('test_images_above_8_bpd', 'n/a')} | "
+        f"<= {record['target_bpd']} ({'met' if record['meets_target'] else 'NOT met'}) | "
+        f"{record['final_train_bpd']:.3f} | {record['train_seconds'] / 60:.1f} min (budget "
+        f"{(record['budget_s'] or 0) / 60:.0f} min) | {record['steps_run']:,} | {record['images_seen']:,} | "
+        f"{record['torch_threads']} |",
+        "",
+        "Training curve (test bpd on the first "
+        f"{record['n_eval_subset']:,} test images):",
+        "",
+        "| epoch | steps | train s | train bpd | test bpd (subset) |",
+        "|---|---|---|---|---|",
+    ]
+    points = [p for p in record["curve"] if "test_bpd_subset" in p]
+    for p in points:
+        lines.append(f"| {p['epoch']} | {p['steps']:,} | {p['train_seconds']:.0f} | {p['train_bpd']:.3f} | "
+                     f"{p['test_bpd_subset']:.3f} |")
+    lines += ["", "Published MNIST test bpd, for orientation (far larger models, GPU training):", ""]
+    lines += [f"- {name}: {value}" for name, value in LITERATURE_BPD]
+    lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def render_glow_codecs(record: dict) -> str:
+    """The codec-comparison section of ``benchmarks/results/README.md`` for one dataset."""
+    classes = [str(c) for c in record["classes"]]
+    names = dataset_info(record["dataset"]).class_names
+    lines = [
+        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 03)",
+        "",
+        "S(x) = NLL_bits(x) - L(x) with L(x) from each lossless codec, on the `glow-nll` models "
+        f"(one-class protocol, seeds {' '.join(map(str, record['seeds']))}, data: {record['data_source']}); "
+        f"`{REFERENCE_ROW}` is the raw NLL. AUROC per normal class (mean over seeds); `mean` ± the spread over "
+        "seeds of the class mean. L(x) bits: mean over the test split.",
+        "",
+        "| L(x) | " + " | ".join(c if names[int(c)] == c else f"{c} {names[int(c)]}" for c in classes)
+        + " | mean | L(x) bits | ms / image |",
+        "|---|" + "---|" * (len(classes) + 3),
+    ]
+    best = max((r for r in record["codecs"] if r != REFERENCE_ROW), key=lambda r: record["codecs"][r]["mean_auroc"])
+    for row, r in record["codecs"].items():
+        cells = [f"{np.mean(r['auroc'][c]):.3f}" for c in classes]
+        mean = f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}"
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {'**' + mean + '**' if row == best else mean} | "
+                     f"{'-' if r['mean_test_bits'] is None else format(r['mean_test_bits'], ',.0f')} | "
+                     f"{'-' if r['ms_per_image'] is None else format(r['ms_per_image'], '.2f')} |")
+    lines += ["", "Ceiling, not a result: choosing for every class the codec that does best on its TEST labels "
+              f"would give a mean AUROC of {record['oracle_best_codec_per_class_mean_auroc']:.3f}. The codec "
+              "reshuffles which classes fail more than it raises the mean.",
+              "", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,250 @@
+"""The AE-FLOW detector of the one-class protocol, the ImageNet fallback, and the settings and score
+variants shared by notebook 04 and ``benchmarks/aeflow.py``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...checkpoints import data_fingerprint
+from ...complexity import png_bits
+from ...images import check_images
+from ..backbones import PretrainedWeightsUnavailable, load_imagenet_wide_resnet
+from ..base import Detector
+from .model import AEFlow, AEFlowConfig
+from .scores import aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, recon_score
+
+__all__ = ["resolve_config", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
+           "score_variants"]
+
+
+# --------------------------------------------------------------------------------------
+# Weights: try ImageNet, else fall back
+# --------------------------------------------------------------------------------------
+
+
+def resolve_config(config: AEFlowConfig, *, fallback: bool = True,
+                   fallback_config: AEFlowConfig | None = None) -> tuple[AEFlowConfig, str]:
+    """Check that the config can be built here; return ``(config to use, message)``.
+
+    For ``weights="imagenet"`` the weights are loaded once (downloaded if needed). If that fails
+    and ``fallback`` is True, a loud message is printed, a warning issued, and the reduced preset
+    (or ``fallback_config``) is returned with the message; else the error is raised.
+
+    Raises:
+        PretrainedWeightsUnavailable: the weights cannot be loaded and ``fallback=False``.
+    """
+    config.validate()
+    if config.weights != "imagenet":
+        return config, ""
+    try:
+        load_imagenet_wide_resnet()
+        return config, ""
+    except PretrainedWeightsUnavailable as error:
+        if not fallback:
+            raise
+        replacement = (fallback_config or AEFlowConfig.reduced()).validate()
+        message = (f"{error}\nFALLING BACK to the reduced AE-FLOW ({replacement.encoder} encoder from scratch, "
+                   f"{replacement.image_size} px, {replacement.feature_channels} x {replacement.image_size // replacement.downsampling}"
+                   f" x {replacement.image_size // replacement.downsampling} features).")
+        print("!" * 78 + "\n" + message + "\n" + "!" * 78)
+        warnings.warn("ImageNet weights unavailable: using the reduced AE-FLOW", RuntimeWarning, stacklevel=2)
+        return replacement, message
+
+
+# --------------------------------------------------------------------------------------
+# Detector
+# --------------------------------------------------------------------------------------
+
+
+def _resize(images: Tensor, size: int) -> Tensor:
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
+
+
+class AEFlowDetector(Detector):
+    """Train AE-FLOW on normal images and score images (a :class:`~course_utils.models.base.Detector`).
+
+    ``fit`` trains through ``course_utils.training.train`` (AMP on CUDA, pinned memory) inside the
+    checkpoint cache (keyed by config, seed and a fingerprint of the data), then scores the training
+    images once: the reference statistics of ``normalise="zscore"``. :meth:`scores` returns the
+    combined score (``"aeflow"``) and its terms; ``score_parts`` returns every term as arrays, so a
+    notebook can sweep beta or try score variants without another pass.
+
+    Args:
+        config: the model and training settings (default: the reduced CPU preset).
+        seed: seeds initialisation, permutations and shuffling.
+        normalise: ``"zscore"`` (each term standardised on the training images' scores) or
+            ``"none"`` (raw paper combination), used by the ``"aeflow"`` score.
+        flow_kind, recon_kind: see :func:`flow_score`, :func:`recon_score`.
+        fallback: when ImageNet weights cannot be loaded, use the reduced preset (loudly).
+        device, cache, progress, batch_size_eval: as usual; ``cudnn_benchmark`` turns on
+            ``torch.backends.cudnn.benchmark`` on CUDA (fixed input sizes: faster, not bit-repeatable).
+    """
+
+    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse")
+    checkpoint_parts = ("model",)
+
+    def __init__(self, config: AEFlowConfig | None = None, *, seed: int = 0, normalise: str = "zscore",
+                 flow_kind: str = "z", recon_kind: str = "ssim", fallback: bool = True,
+                 device: torch.device | str | None = None, cache: bool = True, progress: bool = False,
+                 batch_size_eval: int = 64, cudnn_benchmark: bool = True) -> None:
+        if normalise not in ("zscore", "none"):
+            raise ValueError(f"normalise must be 'zscore' or 'none', got {normalise!r}")
+        super().__init__("aeflow", seed=seed, device=device, cache=cache, progress=progress)
+        self.requested_config = (config or AEFlowConfig.reduced()).validate()
+        self.config = self.requested_config
+        self.normalise = normalise
+        self.flow_kind, self.recon_kind = flow_kind, recon_kind
+        self.fallback = fallback
+        self.batch_size_eval = batch_size_eval
+        self.cudnn_benchmark = cudnn_benchmark
+        self.model: AEFlow | None = None
+        self.history = None
+        self.fallback_message = ""
+        self.train_parts: dict[str, np.ndarray] | None = None
+
+    def cache_config(self, train_images: Tensor, part: str | None = None) -> dict[str, Any]:
+        """Everything that determines the trained weights (the config actually used, after any fallback)."""
+        self._part(part)
+        return {"model": "AEFlow-v1", **self.config.to_dict(), "seed": self.seed,
+                "data": data_fingerprint(train_images)}
+
+    def validate(self, train_images: Tensor) -> None:
+        """Images (N, C, H, W) in [0, 1]; also settles the config (ImageNet weights or the fallback)."""
+        super().validate(train_images)
+        self.config, self.fallback_message = resolve_config(self.requested_config, fallback=self.fallback)
+
+    def build(self, train_images: Tensor) -> None:
+        if self.device.type == "cuda" and self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        self.model = AEFlow(self.config, in_channels=int(train_images.shape[1])).to(self.device)
+
+    def train(self, train_images: Tensor) -> None:
+        from ...training import train
+
+        cfg, model = self.config, self.model
+        x = _resize(train_images, cfg.image_size)
+        name = f"aeflow-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def run():
+            optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return train(model, lambda m, batch: aeflow_loss(m, batch[0]), x, epochs=cfg.epochs,
+                         optimizer=optimizer, batch_size=cfg.batch_size, seed=self.seed, device=self.device,
+                         progress=self.progress, desc=name, max_grad_norm=10.0)
+
+        self.history = self.load_or_train("model", model, name, self.cache_config(train_images), run,
+                                          verbose=self.progress)
+
+    def finish(self, train_images: Tensor) -> None:
+        """The training images' score terms: the reference of ``normalise="zscore"`` and of L(x)."""
+        self.train_parts = self.score_parts(train_images)
+
+    def score_parts(self, images: Tensor) -> dict[str, np.ndarray]:
+        """Every per-image term, (N,) float64 arrays: ``flow`` (S_flow, z), ``flow_full``, ``ssim``
+        (1 - SSIM), ``mse`` and ``bits`` (PNG length of the input, for complexity correction)."""
+        self.check_fitted()
+        model = self.model
+        check_images(images, "images")
+        parts: dict[str, list[Tensor]] = {"flow": [], "flow_full": [], "ssim": [], "mse": []}
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size_eval):
+                x = _resize(images[start:start + self.batch_size_eval], self.config.image_size).to(self.device)
+                out = model(x)
+                parts["flow"].append(flow_score(out, "z").cpu())
+                parts["flow_full"].append(flow_score(out, "full").cpu())
+                parts["ssim"].append(recon_score(x, out.x_hat, "ssim").cpu())
+                parts["mse"].append(recon_score(x, out.x_hat, "mse").cpu())
+        result = {k: torch.cat(v).double().numpy() for k, v in parts.items()}
+        result["bits"] = png_bits(images)
+        return result
+
+    def combine(self, parts: dict[str, np.ndarray], beta: float | None = None, *, normalise: str | None = None,
+                complexity_weight: float = 0.0) -> np.ndarray:
+        """The combined score from :meth:`score_parts` output (no model call: cheap beta sweeps).
+
+        ``complexity_weight > 0`` subtracts that multiple of the standardised PNG length
+        (:func:`complexity_corrected`); standardisation statistics come from the training images.
+        """
+        self.check_fitted()
+        beta = self.config.beta if beta is None else beta
+        normalise = self.normalise if normalise is None else normalise
+        flow_key = "flow" if self.flow_kind == "z" else "flow_full"
+        ref = self.train_parts
+        if normalise == "zscore":
+            s = combine_scores(parts[flow_key], parts[self.recon_kind], beta, ref_flow=ref[flow_key],
+                               ref_recon=ref[self.recon_kind])
+            s_ref = combine_scores(ref[flow_key], ref[self.recon_kind], beta, ref_flow=ref[flow_key],
+                                   ref_recon=ref[self.recon_kind])
+        else:
+            s = combine_scores(parts[flow_key], parts[self.recon_kind], beta)
+            s_ref = combine_scores(ref[flow_key], ref[self.recon_kind], beta)
+        if complexity_weight:
+            s = complexity_corrected(s, parts["bits"], ref_scores=s_ref, ref_bits=ref["bits"],
+                                     weight=complexity_weight)
+        return s
+
+    def scores(self, images: Tensor, kinds: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Per-image scores (N,) float64 from one pass, higher = more anomalous: ``"aeflow"`` (the combined
+        score of :meth:`combine` with the detector's settings) and the terms ``"flow"``, ``"flow_full"``,
+        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`."""
+        kinds = self.requested_kinds(kinds)
+        parts = self.score_parts(images)
+        out = {k: torch.from_numpy(parts[k]) for k in kinds if k != "aeflow"}
+        if "aeflow" in kinds:
+            out["aeflow"] = torch.from_numpy(self.combine(parts))
+        return {k: out[k] for k in kinds}
+
+    def maps(self, images: Tensor) -> dict[str, Tensor]:
+        """:func:`anomaly_maps` of images (resized to the model's input size), on the CPU."""
+        self.check_fitted()
+        x = _resize(images, self.config.image_size).to(self.device)
+        return {k: v.cpu() for k, v in anomaly_maps(self.model, x).items()}
+
+
+# --------------------------------------------------------------------------------------
+# Settings and score variants shared by notebook 04 and benchmarks/aeflow.py
+# --------------------------------------------------------------------------------------
+
+PNEUMONIA_CONFIG = AEFlowConfig.reduced(epochs=30)
+"""The reduced model on PneumoniaMNIST (28 px data resized to 32 px), full mode."""
+
+PNEUMONIA_FAST_CONFIG = AEFlowConfig.reduced(feature_channels=16, encoder_widths=(8, 16, 16), decoder_widths=(16, 8),
+                                             n_flow_blocks=4, epochs=2)
+"""A tiny model for fast mode (tests): checks that everything runs, not that it detects."""
+
+SELECTABLE_VARIANTS = ("paper: raw terms", "paper - 1 L(x)", "paper - 2 L(x)", "z-scored terms",
+                       "z-scored terms - 1 L(x)")
+"""The AE-FLOW score variants a benchmark may choose between, on the VALIDATION split only."""
+
+
+def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every score variant from :meth:`AEFlowDetector.score_parts` output, by name (higher = more anomalous).
+
+    ``SELECTABLE_VARIANTS`` are the AE-FLOW scores: the paper's raw beta-combination, the same with
+    each term z-scored on the training images, and these minus 1 or 2 x the standardised PNG
+    length L(x) (:func:`complexity_corrected`). The single terms
+    (``"S_flow"``, ``"S_flow (with log det)"``, ``"S_recon = 1 - SSIM"``, ``"MSE"``) and
+    ``"-L(x) only"`` (minus the PNG length: a model-free reference) are included for comparison.
+    """
+    beta = detector.config.beta
+    return {
+        "paper: raw terms": detector.combine(parts, beta, normalise="none"),
+        "paper - 1 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=1.0),
+        "paper - 2 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=2.0),
+        "z-scored terms": detector.combine(parts, beta, normalise="zscore"),
+        "z-scored terms - 1 L(x)": detector.combine(parts, beta, normalise="zscore", complexity_weight=1.0),
+        "S_flow": parts["flow"],
+        "S_flow (with log det)": parts["flow_full"],
+        "S_recon = 1 - SSIM": parts["ssim"],
+        "MSE": parts["mse"],
+        "-L(x) only": -parts["bits"],
+    }
