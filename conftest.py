@@ -1,7 +1,8 @@
 """Test-suite settings, applied before any test or notebook kernel starts.
 
 Fast mode everywhere, and empty temporary data and cache folders, so that no test
-depends on the network, on ../shared, or on data a developer happens to have in data/.
+depends on the network, on dataset copies outside the repository, or on data a developer
+happens to have in data/.
 Notebook kernels started by nbval inherit these variables.
 """
 

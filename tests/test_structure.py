@@ -16,12 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("course_utils", "data_download", "benchmarks")
 
-# Known and being fixed on another branch: the data <-> data_download cycle and the private reader it
-# uses. Removed when the data branch lands (its refactor owns course_utils/data.py and data_download/).
-ALLOWED_CYCLE_EDGES = {("data_download.core", "course_utils.data")}
-ALLOWED_PRIVATE_IMPORTS = {("data_download.core", "course_utils.data", "_read_full")}
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -133,8 +127,7 @@ def test_cycle_finder_finds_a_cycle():
 
 
 def test_no_import_cycles():
-    edges = {m: {t for t in targets if (m, t) not in ALLOWED_CYCLE_EDGES} for m, (targets, _) in GRAPH.items()}
-    cycles = _cycles(edges)
+    cycles = _cycles({module: targets for module, (targets, _) in GRAPH.items()})
     assert not cycles, "import cycles (a module must not import, even lazily, one that imports it): " + "; ".join(
         " <-> ".join(c) for c in cycles)
 
@@ -142,14 +135,6 @@ def test_no_import_cycles():
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_imports_another_modules_private_name(module):
     _, private = GRAPH[module]
-    bad = [(source, name) for source, name in private if (module, source, name) not in ALLOWED_PRIVATE_IMPORTS]
+    bad = sorted(private)
     assert not bad, (f"{MODULES[module].relative_to(ROOT)} uses private names of other modules: "
                      + ", ".join(f"{s}.{n}" for s, n in bad) + "; make them public in the module of their concern")
-
-
-def test_allowances_are_still_needed():
-    # when the data branch removes the cycle, these allowances must go too
-    for module, target in ALLOWED_CYCLE_EDGES:
-        assert target in GRAPH[module][0]
-    for module, source, name in ALLOWED_PRIVATE_IMPORTS:
-        assert (source, name) in GRAPH[module][1]
