@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = (args.data_dir or config.data_dir()).expanduser()
     if args.list:
         print(f"data folder: {data_dir}")
-        print(f"{'name':20} {'format':12} {'classes':>7}  {'splits':30} {'local copy':28} license")
+        print(f"{'name':20} {'format':18} {'classes':>7}  {'splits':30} {'local copy':28} license")
         for name, spec in DATASETS.items():
             splits = ", ".join(f"{k} {v:,}" for k, v in spec.split_sizes.items())
             kind = spec.format.kind + ("+masks" if spec.has_masks else "")
-            print(f"{name:20} {kind:12} {spec.n_classes:>7}  {splits:30} {status(name, data_dir):28} {spec.license}")
+            print(f"{name:20} {kind:18} {spec.n_classes:>7}  {splits:30} {status(name, data_dir):28} {spec.license}")
         if not args.names:
             return 0
     if not args.names:
