@@ -391,12 +391,15 @@ def import_bundle(bundle: Path, cache: Path | None = None, *, overwrite: bool = 
         entries = _entries(manifest, bundle)
         listed = {f"{_CHECKPOINTS}/{e.file}" for e in entries}
         in_archive = set(members) - {_MANIFEST}
-        if listed != in_archive or len(listed) != len(entries):
-            missing = sorted(n.rsplit("/", 1)[-1] for n in listed - in_archive)
-            extra = sorted(n.rsplit("/", 1)[-1] for n in in_archive - listed)
-            raise BundleError(f"the manifest of {bundle} and its files disagree (listed but missing: {missing}; "
-                              f"present but not listed: {extra}; or a file listed twice). The bundle is "
-                              "damaged: download it again.")
+        missing = sorted(n.rsplit("/", 1)[-1] for n in listed - in_archive)
+        extra = sorted(n.rsplit("/", 1)[-1] for n in in_archive - listed)
+        if missing:
+            raise BundleError(f"{bundle} lacks {len(missing)} file(s) its manifest lists ({_shorten(missing)}): "
+                              "the manifest and the files disagree, the bundle is truncated or damaged. "
+                              "Download it again.")
+        if extra or len(listed) != len(entries):
+            raise BundleError(f"{bundle} holds file(s) its manifest does not list, or lists one twice "
+                              f"({_shorten(extra)}): the manifest and the files disagree. Download it again.")
         cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=cache, prefix=".import-"))
         try:
@@ -427,6 +430,10 @@ def import_bundle(bundle: Path, cache: Path | None = None, *, overwrite: bool = 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _shorten(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _describe(manifest: dict[str, Any], bundle: Path) -> str:
