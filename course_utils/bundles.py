@@ -337,6 +337,11 @@ def _entries(manifest: dict[str, Any], bundle: Path) -> list[BundleEntry]:
             raise BundleError(f"the manifest of {bundle} has a malformed entry ({error}); it is damaged.") from error
         if not isinstance(entry.file, str) or not CHECKPOINT_FILE.fullmatch(entry.file):
             raise BundleError(f"the manifest of {bundle} lists an unsafe or odd file name {entry.file!r}.")
+        if not (isinstance(entry.config, dict) and isinstance(entry.size, int) and isinstance(entry.sha256, str)
+                and isinstance(entry.config_key, str) and isinstance(entry.model_versions, list)
+                and all(isinstance(v, str) for v in entry.model_versions)):
+            raise BundleError(f"the manifest of {bundle} describes {entry.file} with values of the wrong type; "
+                              "it is damaged.")
         entries.append(entry)
     return entries
 

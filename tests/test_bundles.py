@@ -6,6 +6,7 @@ from a good one by rewriting the tar file, and every refusal must leave the targ
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -171,8 +172,6 @@ def test_files_and_manifest_that_disagree_are_refused(tmp_path, bundle, filled):
     manifest = json.loads(members["course-bundle/manifest.json"])
     entry = next(e for e in manifest["entries"] if e["file"] == checkpoint.rsplit("/", 1)[1])
     other = next(p for p in filled.glob("*.pt") if p.name != entry["file"]).read_bytes()
-    import hashlib
-
     entry.update(size=len(other), sha256=hashlib.sha256(other).hexdigest())
     swapped = {**members, checkpoint: other, "course-bundle/manifest.json": json.dumps(manifest).encode()}
     _assert_refused(_write_tar(tmp_path / "swapped.tar", swapped), tmp_path / "target", "disagree")
@@ -190,6 +189,12 @@ def test_something_else_than_a_course_bundle_is_refused(tmp_path, bundle):
     _assert_refused(no_manifest, tmp_path / "target", "no course-bundle/manifest.json")
     wrong_kind = _write_tar(tmp_path / "kind.tar", _with_manifest(members, kind="something-else"))
     _assert_refused(wrong_kind, tmp_path / "target", "not a course checkpoint bundle")
+    not_json = _write_tar(tmp_path / "json.tar", {**members, "course-bundle/manifest.json": b"{entries"})
+    _assert_refused(not_json, tmp_path / "target", "not valid JSON")
+    entries = json.loads(members["course-bundle/manifest.json"])["entries"]
+    bad_entry = _write_tar(tmp_path / "entry.tar", _with_manifest(members, entries=[{**entries[0], "config": [1]},
+                                                                                     *entries[1:]]))
+    _assert_refused(bad_entry, tmp_path / "target", "wrong type")
 
 
 def test_a_bundle_of_another_course_version_is_refused(tmp_path, bundle):
