@@ -311,14 +311,15 @@ def run_one_class(
         n_train: cap on normal training images per class.
         source: data source (see ``course_utils.data``).
         progress: show a progress bar.
-        jobs: worker processes; 1 runs every (class, seed) in this process. With more, each
-            (class, seed) runs in a fresh worker process with one PyTorch thread, so a seeded run
-            gives the same numbers as ``jobs=1`` in a process with one thread
-            (``OMP_NUM_THREADS=1``). The runs come back in the same (class, seed) order either way.
-            Workers that need the same checkpoint (glow-ratio's general-domain model, f-AnoGAN's
-            GAN shared by two methods) take turns through the checkpoint cache's lock: one trains
-            it, the others load it. Workers import the course afresh, so only the methods built
-            into ``METHODS`` work there (a method a notebook registers needs ``jobs=1``).
+        jobs: worker processes; 1 runs every (class, seed) in this process. With more, the
+            (class, seed) runs are spread over ``jobs`` spawned worker processes with one PyTorch
+            thread each; every run seeds itself, so it gives the same numbers as ``jobs=1`` in a
+            process with one thread (``OMP_NUM_THREADS=1``), and the runs come back in the same
+            (class, seed) order. Runs that need the same checkpoint (glow-ratio's general-domain
+            model; f-AnoGAN's GAN when ``fanogan`` and ``fanogan-ssim`` run at once) take turns
+            through the checkpoint cache's lock: one trains it, the others load it. Workers import
+            the course afresh, so only the methods built into ``METHODS`` work there (a method a
+            notebook registers needs ``jobs=1``).
     """
     from tqdm.auto import tqdm
 
@@ -375,7 +376,7 @@ def _run_in_workers(method: str, dataset: str, pairs: list[tuple[int, int]], job
         futures = [pool.submit(evaluate_one_class, method, dataset, c, seed=s, **options) for c, s in pairs]
         for future in futures:
             future.add_done_callback(lambda _: bar.update())
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f.done() and f.exception() is not None]
         if failed:
             for future in futures:
