@@ -1,4 +1,4 @@
-"""One-class benchmark: ``python -m benchmarks.one_class --method M --dataset D [--classes ...] [--seeds ...]``.
+"""One-class benchmark: ``python -m benchmarks.one_class --method M --dataset D [--classes ...] [--seeds ...] [--jobs N]``.
 
 Runs the protocol of docs/design.md with the course_utils code (``course_utils.protocol``,
 the same function the notebooks call) and writes
@@ -94,13 +94,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="data source (default: full, so a missing dataset is an error, not a sample)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--overwrite", action="store_true", help="replace the existing results file")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes, one PyTorch thread each (default 1: everything in this process); "
+                             "the numbers equal a --jobs 1 run with OMP_NUM_THREADS=1")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
 
     fast = config.is_fast()
+    if args.jobs > 1:
+        import torch
+
+        torch.set_num_threads(1)  # as in every worker, so the recorded thread count is the one that trained
     results = run_one_class(args.method, args.dataset, args.classes, args.seeds, fast=fast,
-                            n_train=args.n_train, source=args.source)
+                            n_train=args.n_train, source=args.source, jobs=args.jobs)
     record = results_to_record(results, args.seeds)
     record["fast_mode"] = fast
+    record["jobs"] = args.jobs
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     record.update(environment_info())
     out = args.out_dir / f"{args.method}__{results.dataset}.json"

@@ -9,12 +9,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
 from course_utils.data import dataset_info
 from course_utils.tables import compare_table
+from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
 from .sections import render_aeflow, render_aeflow_hardware, render_glow_bpd, render_glow_codecs
@@ -64,8 +64,9 @@ LITERATURE = {
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (Linux reports ru_maxrss in KiB)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory in MiB of this process or of its largest finished worker process
+    (``--jobs``), whichever is larger (Linux reports ru_maxrss in KiB)."""
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
@@ -73,11 +74,7 @@ def environment_info() -> dict:
     """Machine and software facts stored with every result."""
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    commit = git_commit(Path(__file__).parent, short=True)
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from course_utils import config as course_config
-from course_utils.files import atomic_write
+from course_utils.files import atomic_write, exclusive_lock
 from course_utils.images import check_images
 from course_utils.training import History
 
@@ -42,10 +42,15 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "train_or_load",
+    "lock_path",
+    "CHECKPOINT_FILE",
+    "model_versions",
 ]
 
 CHECKPOINT_FORMAT = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: a checkpoint file name, ``<name>-<first 16 hex digits of config_key>.pt`` (see checkpoint_path)
+CHECKPOINT_FILE = re.compile(r"(?P<name>[A-Za-z0-9_.-]+)-(?P<key>[0-9a-f]{16})\.pt")
 
 
 def data_fingerprint(images: Tensor) -> str:
@@ -120,6 +125,25 @@ def checkpoint_path(name: str, config: Mapping, directory: Path | None = None) -
         )
     folder = course_config.cache_dir() if directory is None else Path(directory)
     return folder / f"{name}-{config_key(config)[:16]}.pt"
+
+
+def model_versions(config: Mapping) -> list[str]:
+    """Every model version string (the ``"model"`` values, e.g. ``"ConvAutoencoder-v2"``) in a
+    cache config, nested configs included (f-AnoGAN's encoder config holds its GAN's), sorted."""
+    found: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, Mapping):
+            if isinstance(value.get("model"), str):
+                found.add(value["model"])
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+
+    collect(config)
+    return sorted(found)
 
 
 def _cpu_state_dict(model: nn.Module) -> dict[str, Any]:
@@ -254,19 +278,34 @@ def train_or_load(
         ``(history, loaded_from_cache)``. The model is left in ``eval()`` mode.
     """
     path = checkpoint_path(name, config, directory)
-    if path.is_file() and not retrain:
-        history = load_checkpoint(path, model, expected_config=config)
-        model.eval()
-        if verbose:
-            print(f"loaded cached checkpoint {path}")
-        return history, True
-    history = train_fn()
-    if history is not None and not isinstance(history, History):
-        raise ValueError(
-            f"train_fn returned a {type(history).__name__}; it must return the History from train() (or None)."
-        )
-    save_checkpoint(path, model, history, config)
+    if path.is_file() and not retrain:  # a read-only shared cache needs no lock to be read
+        return _load_cached(path, model, config, verbose), True
+    # Another process (a parallel benchmark job) may be training the same checkpoint: take turns,
+    # and load what it saved instead of training it a second time.
+    with exclusive_lock(lock_path(path)):
+        if path.is_file() and not retrain:
+            return _load_cached(path, model, config, verbose), True
+        history = train_fn()
+        if history is not None and not isinstance(history, History):
+            raise ValueError(
+                f"train_fn returned a {type(history).__name__}; it must return the History from train() (or None)."
+            )
+        save_checkpoint(path, model, history, config)
     model.eval()
     if verbose:
         print(f"saved checkpoint to {path}")
     return history, False
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file that guards the training of checkpoint ``path``: ``.<file name>.lock`` next to it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def _load_cached(path: Path, model: nn.Module, config: Mapping, verbose: bool) -> History | None:
+    history = load_checkpoint(path, model, expected_config=config)
+    model.eval()
+    if verbose:
+        print(f"loaded cached checkpoint {path}")
+    return history

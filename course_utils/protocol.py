@@ -165,6 +165,9 @@ METHODS: dict[str, MethodFactory] = {
 }
 
 
+_BUILT_IN_METHODS: dict[str, MethodFactory] = dict(METHODS)  # what a fresh worker process knows
+
+
 def register_method(name: str, factory: MethodFactory) -> None:
     """Add a method under ``name`` (lowercase letters, digits and '-'); ``factory(context)`` makes its detector."""
     if not name or not all(c.isalnum() or c == "-" for c in name) or name != name.lower():
@@ -295,6 +298,7 @@ def run_one_class(
     n_train: int | None = None,
     source: str = "auto",
     progress: bool = True,
+    jobs: int = 1,
 ) -> OneClassResults:
     """Run the one-class protocol for every (class, seed); see the module docstring.
 
@@ -307,20 +311,75 @@ def run_one_class(
         n_train: cap on normal training images per class.
         source: data source (see ``course_utils.data``).
         progress: show a progress bar.
+        jobs: worker processes; 1 runs every (class, seed) in this process. With more, the
+            (class, seed) runs are spread over ``jobs`` spawned worker processes with one PyTorch
+            thread each; every run seeds itself, so it gives the same numbers as ``jobs=1`` in a
+            process with one thread (``OMP_NUM_THREADS=1``), and the runs come back in the same
+            (class, seed) order. Runs that need the same checkpoint (glow-ratio's general-domain
+            model; f-AnoGAN's GAN when ``fanogan`` and ``fanogan-ssim`` run at once) take turns
+            through the checkpoint cache's lock: one trains it, the others load it. Workers import
+            the course afresh, so only the methods built into ``METHODS`` work there (a method a
+            notebook registers needs ``jobs=1``).
     """
     from tqdm.auto import tqdm
 
     _get_factory(method)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
     n_classes = dataset_info(dataset).n_classes
     classes = list(range(n_classes)) if classes is None else [int(c) for c in classes]
     if not seeds:
         raise ValueError("give at least one seed")
+    fast = config.is_fast() if fast is None else fast
     results = OneClassResults(method=method, dataset=dataset, source="")
-    jobs = [(c, s) for c in classes for s in seeds]
-    for normal_class, seed in tqdm(jobs, desc=f"{method} on {dataset}", disable=not progress, leave=False):
-        run, source_used = evaluate_one_class(
-            method, dataset, normal_class, seed=seed, fast=fast, n_train=n_train, source=source
-        )
+    pairs = [(c, s) for c in classes for s in seeds]
+    bar = tqdm(total=len(pairs), desc=f"{method} on {dataset}", disable=not progress, leave=False)
+    if jobs == 1:
+        outcomes = []
+        for normal_class, seed in pairs:
+            outcomes.append(evaluate_one_class(method, dataset, normal_class, seed=seed, fast=fast,
+                                               n_train=n_train, source=source))
+            bar.update()
+    else:
+        outcomes = _run_in_workers(method, dataset, pairs, jobs, bar, fast=fast, n_train=n_train, source=source)
+    bar.close()
+    for run, source_used in outcomes:
         results.runs.append(run)
         results.source = source_used
     return results
+
+
+def _one_thread_worker() -> None:
+    """Initializer of a worker process: one PyTorch thread, so its seeded training repeats exactly."""
+    import os
+
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def _run_in_workers(method: str, dataset: str, pairs: list[tuple[int, int]], jobs: int, bar,
+                    **options) -> list[tuple[ClassResult, str]]:
+    """``evaluate_one_class`` for every (class, seed) of ``pairs`` in ``jobs`` worker processes,
+    returned in the order of ``pairs``."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    if _BUILT_IN_METHODS.get(method) is not METHODS[method]:
+        raise ValueError(f"method {method!r} was registered in this process, and worker processes only know the "
+                         "built-in methods: run it with jobs=1")
+    # "spawn": a fresh interpreter per worker (forking a process that already runs PyTorch threads can hang)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(pairs)), mp_context=context,
+                             initializer=_one_thread_worker) as pool:
+        futures = [pool.submit(evaluate_one_class, method, dataset, c, seed=s, **options) for c, s in pairs]
+        for future in futures:
+            future.add_done_callback(lambda _: bar.update())
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            raise failed[0].exception()
+        return [future.result() for future in futures]

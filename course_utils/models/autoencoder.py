@@ -58,8 +58,12 @@ __all__ = [
     "SCORES",
     "FULL_SETTINGS",
     "FAST_SETTINGS",
+    "MODEL_VERSION",
 ]
 
+# the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
+# trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
+MODEL_VERSION = "ConvAutoencoder-v2"
 LOSSES = ("l2", "l1", "ssim")
 SCORES = ("mse", "ssim")
 
@@ -240,7 +244,7 @@ class AutoencoderDetector(Detector):
         self._part(part)
         s = self.settings
         return {
-            "model": "ConvAutoencoder-v2",
+            "model": MODEL_VERSION,
             "batchnorm": True,
             "loss": self.loss,
             "latent_dim": s.latent_dim,

@@ -78,8 +78,14 @@ __all__ = [
     "ADAM_BETAS",
     "FULL_SETTINGS",
     "FAST_SETTINGS",
+    "GAN_MODEL_VERSION",
+    "ENCODER_MODEL_VERSION",
 ]
 
+# the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
+# trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
+GAN_MODEL_VERSION = "fanogan-wgan-gp-v1"
+ENCODER_MODEL_VERSION = "fanogan-encoder-v1"
 ENCODER_MODES = ("ziz", "izi", "izif")
 SCORES = ("mse", "ssim")
 GP_LAMBDA = 10.0  # gradient-penalty weight lambda (Gulrajani et al. 2017)
@@ -479,14 +485,14 @@ class FAnoGANDetector(Detector):
         s = self.settings
         if self._part(part) == "gan":
             return {
-                "model": "fanogan-wgan-gp-v1",
+                "model": GAN_MODEL_VERSION,
                 "latent_dim": s.latent_dim, "width": s.width, "image_size": int(train_images.shape[-1]),
                 "channels": int(train_images.shape[1]), "gan_iters": s.gan_iters, "n_critic": N_CRITIC,
                 "gp_lambda": GP_LAMBDA, "lr": float(s.lr), "betas": [float(b) for b in s.betas],
                 "batch_size": s.batch_size, "seed": self.seed, "data": data_fingerprint(train_images),
             }
         return {
-            "gan": self.cache_config(train_images, "gan"), "model": "fanogan-encoder-v1", "mode": self.mode,
+            "gan": self.cache_config(train_images, "gan"), "model": ENCODER_MODEL_VERSION, "mode": self.mode,
             "kappa": self.kappa if self.mode == "izif" else None, "steps": s.encoder_steps,
             "lr": float(s.encoder_lr), "batch_size": s.batch_size, "seed": self.seed,
         }

@@ -21,7 +21,11 @@ from .model import AEFlow, AEFlowConfig
 from .scores import aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, recon_score
 
 __all__ = ["resolve_config", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
-           "score_variants"]
+           "score_variants", "MODEL_VERSION"]
+
+# the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
+# trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
+MODEL_VERSION = "AEFlow-v1"
 
 
 # --------------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ class AEFlowDetector(Detector):
     def cache_config(self, train_images: Tensor, part: str | None = None) -> dict[str, Any]:
         """Everything that determines the trained weights (the config actually used, after any fallback)."""
         self._part(part)
-        return {"model": "AEFlow-v1", **self.config.to_dict(), "seed": self.seed,
+        return {"model": MODEL_VERSION, **self.config.to_dict(), "seed": self.seed,
                 "data": data_fingerprint(train_images)}
 
     def validate(self, train_images: Tensor) -> None:

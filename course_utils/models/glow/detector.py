@@ -20,8 +20,11 @@ from .dequantization import LOG2, N_BINS, complexity_score, crop_center, dequant
 from .flow import GlowFlow
 from .training import images_log_prob, log_prob_in_chunks, test_bits_per_image, train_glow
 
-__all__ = ["GlowDetector", "GlowRatioDetector", "SCORES"]
+__all__ = ["GlowDetector", "GlowRatioDetector", "SCORES", "MODEL_VERSION"]
 
+# the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
+# trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
+MODEL_VERSION = "GlowFlow-v1"
 SCORES = ("nll", "complexity", "final-scale")
 
 
@@ -75,7 +78,7 @@ class GlowDetector(Detector):
     def cache_config(self, train_images: Tensor, part: str | None = None) -> dict[str, Any]:
         """Everything that determines the trained weights (not the score)."""
         self._part(part)
-        cfg = {"model": "GlowFlow-v1", **self.config.to_dict(), "image_shape": list(train_images.shape[1:]),
+        cfg = {"model": MODEL_VERSION, **self.config.to_dict(), "image_shape": list(train_images.shape[1:]),
                "seed": self.seed, "data": data_fingerprint(train_images)}
         if self._time_budget_s is not None:
             cfg["time_budget_s"] = float(self._time_budget_s)
