@@ -61,8 +61,8 @@ from .detector import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIA
                        score_variants)
 from .model import (ALPHA, BETA, SUBNETS, AEFlow, AEFlowConfig, AEFlowOutput, ConvSubnet, Decoder, ResNetSubnet,
                     SmallEncoder, build_flow)
-from .scores import (aeflow_loss, aeflow_score, anomaly_maps, combine_scores, complexity_corrected, flow_nll_per_dim,
-                     flow_score, recon_score)
+from .scores import (S_FLOW_FORMS, aeflow_loss, aeflow_score, anomaly_maps, combine_scores, compare_flow_forms,
+                     complexity_corrected, flow_likelihood_form, flow_nll_per_dim, flow_score, paper_score, recon_score)
 
 __all__ = [
     "AEFlowConfig",
@@ -87,6 +87,10 @@ __all__ = [
     "recon_score",
     "combine_scores",
     "aeflow_score",
+    "S_FLOW_FORMS",
+    "flow_likelihood_form",
+    "paper_score",
+    "compare_flow_forms",
     "anomaly_maps",
     "png_bits",
     "complexity_corrected",

@@ -18,7 +18,8 @@ from ...images import check_images
 from ..backbones import PretrainedWeightsUnavailable, load_imagenet_wide_resnet
 from ..base import Detector
 from .model import AEFlow, AEFlowConfig
-from .scores import aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, recon_score
+from .scores import (aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, paper_score,
+                     recon_score)
 
 __all__ = ["resolve_config", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
            "score_variants"]
@@ -89,7 +90,9 @@ class AEFlowDetector(Detector):
             ``torch.backends.cudnn.benchmark`` on CUDA (fixed input sizes: faster, not bit-repeatable).
     """
 
-    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse")
+    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse", "paper_log_density", "paper_likelihood")
+    # the paper's raw score with S_flow in each form of scores.S_FLOW_FORMS, combined with 1 - SSIM at beta
+    paper_kinds = {"paper_log_density": "log-density", "paper_likelihood": "likelihood"}
     checkpoint_parts = ("model",)
 
     def __init__(self, config: AEFlowConfig | None = None, *, seed: int = 0, normalise: str = "zscore",
@@ -195,10 +198,15 @@ class AEFlowDetector(Detector):
     def scores(self, images: Tensor, kinds: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Per-image scores (N,) float64 from one pass, higher = more anomalous: ``"aeflow"`` (the combined
         score of :meth:`combine` with the detector's settings) and the terms ``"flow"``, ``"flow_full"``,
-        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`."""
+        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`, and the paper's raw score with S_flow in
+        its log-density form (``"paper_log_density"``) or its likelihood form (``"paper_likelihood"``),
+        see :func:`paper_score`."""
         kinds = self.requested_kinds(kinds)
         parts = self.score_parts(images)
-        out = {k: torch.from_numpy(parts[k]) for k in kinds if k != "aeflow"}
+        out = {k: torch.from_numpy(parts[k]) for k in kinds if k in parts}
+        for kind, form in self.paper_kinds.items():
+            if kind in kinds:
+                out[kind] = torch.from_numpy(paper_score(parts["flow"], parts["ssim"], form, self.config.beta))
         if "aeflow" in kinds:
             out["aeflow"] = torch.from_numpy(self.combine(parts))
         return {k: out[k] for k in kinds}
@@ -231,7 +239,10 @@ def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> 
 
     ``SELECTABLE_VARIANTS`` are the AE-FLOW scores: the paper's raw beta-combination, the same with
     each term z-scored on the training images, and these minus 1 or 2 x the standardised PNG
-    length L(x) (:func:`complexity_corrected`). The single terms
+    length L(x) (:func:`complexity_corrected`). The paper's raw score is also given under the names of the
+    two readings of S_flow (:data:`~course_utils.models.aeflow.scores.S_FLOW_FORMS`): ``"paper, S_flow
+    log-density form"`` (the same numbers as ``"paper: raw terms"``) and ``"paper, S_flow likelihood
+    form"``. The single terms
     (``"S_flow"``, ``"S_flow (with log det)"``, ``"S_recon = 1 - SSIM"``, ``"MSE"``) and
     ``"-L(x) only"`` (minus the PNG length: a model-free reference) are included for comparison.
     """
@@ -240,6 +251,8 @@ def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> 
         "paper: raw terms": detector.combine(parts, beta, normalise="none"),
         "paper - 1 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=1.0),
         "paper - 2 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=2.0),
+        "paper, S_flow log-density form": paper_score(parts["flow"], parts["ssim"], "log-density", beta),
+        "paper, S_flow likelihood form": paper_score(parts["flow"], parts["ssim"], "likelihood", beta),
         "z-scored terms": detector.combine(parts, beta, normalise="zscore"),
         "z-scored terms - 1 L(x)": detector.combine(parts, beta, normalise="zscore", complexity_weight=1.0),
         "S_flow": parts["flow"],
