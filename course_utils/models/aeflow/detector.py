@@ -17,11 +17,11 @@ from ...complexity import png_bits
 from ...images import check_images
 from ..backbones import PretrainedWeightsUnavailable, load_imagenet_wide_resnet
 from ..base import Detector
-from .model import AEFlow, AEFlowConfig
+from .model import AEFlow, AEFlowConfig, AEFlowOutput
 from .scores import (aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, paper_score,
                      recon_score)
 
-__all__ = ["resolve_config", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
+__all__ = ["resolve_config", "resize_square", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
            "score_variants"]
 
 
@@ -64,7 +64,8 @@ def resolve_config(config: AEFlowConfig, *, fallback: bool = True,
 # --------------------------------------------------------------------------------------
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] bilinearly resized to (N, C, size, size) (unchanged if already that size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
@@ -128,19 +129,34 @@ class AEFlowDetector(Detector):
     def build(self, train_images: Tensor) -> None:
         if self.device.type == "cuda" and self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-        self.model = AEFlow(self.config, in_channels=int(train_images.shape[1])).to(self.device)
+        self.model = self.new_model(int(train_images.shape[1])).to(self.device)
+
+    def new_model(self, in_channels: int) -> AEFlow:
+        """Hook: the untrained network for ``in_channels``-channel images (here :class:`AEFlow`)."""
+        return AEFlow(self.config, in_channels=in_channels)
+
+    checkpoint_prefix = "aeflow"
+
+    def training_data(self, train_images: Tensor) -> tuple[Tensor, ...]:
+        """Hook: the tensors ``course_utils.training.train`` batches (rows aligned); here the normal images
+        resized to the model input, (N, C, S, S)."""
+        return (resize_square(train_images, self.config.image_size),)
+
+    def batch_loss(self, model: AEFlow, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """Hook: the loss of one batch of :meth:`training_data` (here :func:`aeflow_loss`)."""
+        return aeflow_loss(model, batch[0])
 
     def train(self, train_images: Tensor) -> None:
         from ...training import train
 
         cfg, model = self.config, self.model
-        x = _resize(train_images, cfg.image_size)
-        name = f"aeflow-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
+        data = self.training_data(train_images)
+        name = f"{self.checkpoint_prefix}-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
         params = [p for p in model.parameters() if p.requires_grad]
 
         def run():
             optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            return train(model, lambda m, batch: aeflow_loss(m, batch[0]), x, epochs=cfg.epochs,
+            return train(model, self.batch_loss, data, epochs=cfg.epochs,
                          optimizer=optimizer, batch_size=cfg.batch_size, seed=self.seed, device=self.device,
                          progress=self.progress, desc=name, max_grad_norm=10.0)
 
@@ -157,18 +173,21 @@ class AEFlowDetector(Detector):
         self.check_fitted()
         model = self.model
         check_images(images, "images")
-        parts: dict[str, list[Tensor]] = {"flow": [], "flow_full": [], "ssim": [], "mse": []}
+        parts: dict[str, list[Tensor]] = {}
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size_eval):
-                x = _resize(images[start:start + self.batch_size_eval], self.config.image_size).to(self.device)
-                out = model(x)
-                parts["flow"].append(flow_score(out, "z").cpu())
-                parts["flow_full"].append(flow_score(out, "full").cpu())
-                parts["ssim"].append(recon_score(x, out.x_hat, "ssim").cpu())
-                parts["mse"].append(recon_score(x, out.x_hat, "mse").cpu())
+                x = resize_square(images[start:start + self.batch_size_eval], self.config.image_size).to(self.device)
+                for key, value in self.batch_parts(x, model(x)).items():
+                    parts.setdefault(key, []).append(value.cpu())
         result = {k: torch.cat(v).double().numpy() for k, v in parts.items()}
         result["bits"] = png_bits(images)
         return result
+
+    def batch_parts(self, x: Tensor, out: AEFlowOutput) -> dict[str, Tensor]:
+        """The per-image terms (N,) of one batch ``x`` (model input size) and the model's output ``out``;
+        a subclass adds its own terms here (one pass over the images for all of them)."""
+        return {"flow": flow_score(out, "z"), "flow_full": flow_score(out, "full"),
+                "ssim": recon_score(x, out.x_hat, "ssim"), "mse": recon_score(x, out.x_hat, "mse")}
 
     def combine(self, parts: dict[str, np.ndarray], beta: float | None = None, *, normalise: str | None = None,
                 complexity_weight: float = 0.0) -> np.ndarray:
@@ -214,7 +233,7 @@ class AEFlowDetector(Detector):
     def maps(self, images: Tensor) -> dict[str, Tensor]:
         """:func:`anomaly_maps` of images (resized to the model's input size), on the CPU."""
         self.check_fitted()
-        x = _resize(images, self.config.image_size).to(self.device)
+        x = resize_square(images, self.config.image_size).to(self.device)
         return {k: v.cpu() for k, v in anomaly_maps(self.model, x).items()}
 
 
