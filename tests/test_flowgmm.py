@@ -139,3 +139,34 @@ def test_labelled_images_of_another_shape_are_a_clear_error():
         det.fit(torch.rand(8, 1, 28, 28))
     with pytest.raises(ValueError, match="means"):
         FlowGMMSettings(means="random").validate()
+
+
+def test_draw_labelled_is_seeded_and_checked():
+    from benchmarks.aeflow_flowgmm import draw_labelled
+
+    pool = torch.arange(20.0).reshape(20, 1, 1, 1) / 20
+    a, b = draw_labelled(pool, 5, seed=0), draw_labelled(pool, 5, seed=0)
+    assert torch.equal(a, b) and len(a) == 5 and len(set(a.flatten().tolist())) == 5
+    assert not torch.equal(a, draw_labelled(pool, 5, seed=1))
+    assert torch.equal(draw_labelled(pool, 10, seed=0)[:0], draw_labelled(pool, 0, seed=0))
+    assert len(draw_labelled(pool, None, seed=0)) == 20
+    with pytest.raises(ValueError, match="k must lie"):
+        draw_labelled(pool, 21, seed=0)
+
+
+def test_benchmark_runs_in_fast_mode(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import aeflow_flowgmm as bench
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    assert bench.main(["--k", "0", "4", "--seeds", "0", "--source", "sample", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "aeflow_flowgmm__pneumoniamnist.json").read_text())
+    assert record["protocol"] == "normal-vs-pneumonia-few-labels" and record["fast_mode"] is True
+    k0, k4 = record["runs"]
+    assert k0["n_labelled"] == 0 and k0["baseline_supervised"] is None
+    assert k0["selected_variant"] in bench.SELECTABLE_VARIANTS  # no FlowGMM score without labels
+    assert k4["n_labelled"] == 4 and 0.0 <= k4["baseline_supervised"]["test_auroc"] <= 1.0
+    assert k4["selected_variant"] in bench.SELECTABLE_VARIANTS + bench.FLOWGMM_VARIANTS
+    assert k4["val_auroc"] == max(k4["val_auroc_by_variant"][v] for v in bench.SELECTABLE_VARIANTS + bench.FLOWGMM_VARIANTS)
+    assert set(record["by_k"]) == {"0", "4"} and "FlowGMM" in bench.render_markdown(record)
