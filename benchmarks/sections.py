@@ -174,6 +174,12 @@ def render_glow_bpd(record: dict) -> str:
     for p in points:
         lines.append(f"| {p['epoch']} | {p['steps']:,} | {p['train_seconds']:.0f} | {p['train_bpd']:.3f} | "
                      f"{p['test_bpd_subset']:.3f} |")
+    iw = record.get("test_bpd_importance_weighted")
+    if iw:
+        lines += ["", f"Importance-weighted test bpd ({iw['draws']} dequantization draws per image, log-mean-exp; "
+                  f"first {iw['n_images']:,} test images): **{iw['test_bpd_iw']:.3f}**, against "
+                  f"{iw['test_bpd_one_draw_same_images']:.3f} with one draw on the same images. Both are upper "
+                  "bounds on the true bpd in expectation; more draws give a tighter one."]
     lines += ["", "Published MNIST test bpd, for orientation (far larger models, GPU training):", ""]
     lines += [f"- {name}: {value}" for name, value in LITERATURE_BPD]
     lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
