@@ -39,7 +39,7 @@ from course_utils.metrics import auroc, binary_metrics, threshold_best_f1
 from course_utils.models.aeflow import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowConfig,
                                         FlowGMMDetector, FlowGMMSettings, combine_scores, score_variants)
 
-from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
+from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 from .sections import MEDMNIST_RESNET18_28_AUC
 from .sections import render_aeflow_flowgmm as render_markdown
 
@@ -220,10 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         "by_k": summarise(runs), "runs": runs, "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": torch.get_num_threads(), **environment_info(),
     }
-    out = args.out_dir / "aeflow_flowgmm__pneumoniamnist.json"
-    write_json_atomic(out, record)
-    print(render_markdown(record))
-    print(f"wrote {out}")
+    publish(record, args.out_dir / "aeflow_flowgmm__pneumoniamnist.json", render_markdown(record))
     return 0
 
 

@@ -170,3 +170,6 @@ def test_benchmark_runs_in_fast_mode(tmp_path, monkeypatch):
     assert k4["selected_variant"] in bench.SELECTABLE_VARIANTS + bench.FLOWGMM_VARIANTS
     assert k4["val_auroc"] == max(k4["val_auroc_by_variant"][v] for v in bench.SELECTABLE_VARIANTS + bench.FLOWGMM_VARIANTS)
     assert set(record["by_k"]) == {"0", "4"} and "FlowGMM" in bench.render_markdown(record)
+    from benchmarks.report import render_readme
+
+    assert "FlowGMM-AE-FLOW on PneumoniaMNIST" in render_readme(tmp_path).read_text()
