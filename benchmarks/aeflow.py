@@ -4,7 +4,10 @@ Protocol (docs/design.md, section protocol; the same code as notebook 04):
 
 - train the reduced AE-FLOW (``course_utils.models.aeflow.PNEUMONIA_CONFIG``: small encoder from
   scratch, 32 px, no ImageNet weights) on the NORMAL images of the official train split only;
-- score the official val and test splits; every score variant (``score_variants``) is computed;
+- score the official val and test splits; every score variant (``score_variants``) is computed, among
+  them the paper's raw score with S_flow in both readings (log-density and likelihood form), and
+  ``flow_forms_val`` says on the val split how the two differ once combined with 1 - SSIM
+  (``compare_flow_forms``: spread ratio, S_flow's share of the spread, Spearman correlation);
 - the variant reported is the one with the highest AUROC on the VAL split (per seed), and the
   threshold for F1 / ACC / SEN / SPE is chosen on the val split too (best F1; Youden also stored).
   Test labels are used only to report what these choices achieve. AUROC is computed on the
@@ -40,7 +43,7 @@ from course_utils import config
 from course_utils.data import one_class_split
 from course_utils.metrics import auroc, binary_metrics, threshold_best_f1, threshold_youden
 from course_utils.models.aeflow import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowConfig,
-                                        AEFlowDetector, score_variants)
+                                        AEFlowDetector, compare_flow_forms, score_variants)
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
 from .sections import render_aeflow as render_markdown
@@ -69,6 +72,9 @@ def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dic
         "test_auroc": round(test_auroc[chosen], 6),
         "val_auroc_by_variant": {k: round(v, 6) for k, v in val_auroc.items()},
         "test_auroc_by_variant": {k: round(v, 6) for k, v in test_auroc.items()},
+        # the two readings of the paper's S_flow once combined with 1 - SSIM (val split, no test labels)
+        "flow_forms_val": {k: round(v, 6) for k, v in
+                           compare_flow_forms(val_parts["flow"], val_parts["ssim"], det.config.beta).items()},
         "threshold_best_f1_val": t_f1,
         "threshold_youden_val": t_youden,
         "test_at_val_threshold": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
@@ -96,6 +102,8 @@ def summarise(runs: list[dict]) -> dict:
                                              for k in variants}
     summary["mean_val_auroc_by_variant"] = {k: round(float(np.mean([r["val_auroc_by_variant"][k] for r in runs])), 6)
                                             for k in variants}
+    summary["mean_flow_forms_val"] = {k: round(float(np.mean([r["flow_forms_val"][k] for r in runs])), 6)
+                                      for k in runs[0]["flow_forms_val"]}
     summary["mean_train_seconds"] = round(float(np.mean([r["train_seconds"] for r in runs])), 2)
     return summary
 

@@ -17,7 +17,8 @@ from course_utils.tables import compare_table
 from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
-from .sections import render_aeflow, render_aeflow_hardware, render_glow_bpd, render_glow_codecs
+from .sections import (render_aeflow, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
+                       render_glow_codecs)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
@@ -160,6 +161,8 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         record = json.loads(path.read_text())
         if record.get("protocol") == "normal-vs-pneumonia":
             lines += [render_aeflow(record), ""]
+        elif record.get("protocol") == "normal-vs-pneumonia-few-labels":
+            lines += [render_aeflow_flowgmm(record), ""]
     hardware = {name: json.loads((results_dir / f"{name}.json").read_text())
                 for name in ("aeflow_memory", "aeflow_gpu") if (results_dir / f"{name}.json").exists()}
     if hardware:

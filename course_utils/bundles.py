@@ -136,10 +136,11 @@ def current_model_versions() -> dict[str, str]:
     ``{"ConvAutoencoder": "ConvAutoencoder-v2", ...}``. A new cached model adds its ``MODEL_VERSION`` here."""
     from .models import autoencoder, fanogan
     from .models.aeflow import detector as aeflow_detector
+    from .models.aeflow import flowgmm
     from .models.glow import detector as glow_detector
 
     versions = (autoencoder.MODEL_VERSION, fanogan.GAN_MODEL_VERSION, fanogan.ENCODER_MODEL_VERSION,
-                glow_detector.MODEL_VERSION, aeflow_detector.MODEL_VERSION)
+                glow_detector.MODEL_VERSION, aeflow_detector.MODEL_VERSION, flowgmm.MODEL_VERSION)
     return {_family(v): v for v in versions}
 
 

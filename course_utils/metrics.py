@@ -42,6 +42,8 @@ __all__ = [
     "threshold_youden",
     "confusion_counts",
     "binary_metrics",
+    "balanced_accuracy",
+    "balanced_accuracy_from_rates",
     "finite_scores",
     "validate_scores_labels",
     "validate_threshold",
@@ -524,3 +526,25 @@ def binary_metrics(scores: Any, labels: Any, threshold: float) -> dict[str, floa
         "fpr": _ratio(fp, fp + tn),
         "tpr": sensitivity,
     }
+
+
+def balanced_accuracy_from_rates(sen: float, spe: float) -> float:
+    """(SEN + SPE) / 2 for a sensitivity and a specificity in [0, 1] (or both in %: the result is too).
+
+    This is what two public AE-FLOW reproductions reported as "AUC": e.g. (0.9769 + 0.6624) / 2 =
+    0.8197. It is the AUROC of the thresholded 0/1 predictions, a single point of the ROC curve,
+    not the area under the curve of the continuous scores (:func:`auroc`)."""
+    for name, value in (("sen", sen), ("spe", spe)):
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite rate >= 0, got {value!r}")
+    return (float(sen) + float(spe)) / 2.0
+
+
+def balanced_accuracy(scores: Any, labels: Any, threshold: float) -> float:
+    """Balanced accuracy (SEN + SPE) / 2 of the prediction ``scores >= threshold``, in [0, 1].
+
+    Args: as :func:`binary_metrics` (``threshold`` chosen without test labels). Equal to
+    ``auroc(scores >= threshold, labels)`` when both classes are present: the "AUC" of
+    thresholded predictions."""
+    metrics = binary_metrics(scores, labels, threshold)
+    return balanced_accuracy_from_rates(metrics["sen"], metrics["spe"])

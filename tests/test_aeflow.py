@@ -195,6 +195,10 @@ def test_benchmark_runs_in_fast_mode_and_gpu_mode_refuses_without_cuda(tmp_path,
     assert record["protocol"] == "normal-vs-pneumonia" and record["fast_mode"] is True
     assert record["runs"][0]["selected_variant"] in aeflow.SELECTABLE_VARIANTS
     assert 0.0 <= record["mean_auroc"] <= 1.0 and "Youden" in bench.render_markdown(record)
+    variants = record["runs"][0]["test_auroc_by_variant"]
+    assert variants["paper, S_flow log-density form"] == variants["paper: raw terms"]
+    assert "paper, S_flow likelihood form" in variants
+    assert record["runs"][0]["flow_forms_val"]["spread_ratio"] > 1.0
     if not torch.cuda.is_available():
         assert bench.main(["--gpu", "--out-dir", str(tmp_path / "gpu")]) == 2
         assert "No CUDA GPU" in capsys.readouterr().out
@@ -216,3 +220,39 @@ def test_training_step_bytes_counts_parameters_state_and_activations_exactly():
     assert small["saved_activations"] >= 8 * (10 + 20) * 4
     assert large["saved_activations"] == pytest.approx(8 * small["saved_activations"], rel=0.05)
     assert small["total"] == sum(small[k] for k in ("parameters", "gradients", "adam_state", "saved_activations"))
+
+
+def test_paper_score_both_forms_of_s_flow():
+    from course_utils.models.aeflow import compare_flow_forms, flow_likelihood_form, paper_score
+
+    s_flow = np.array([1.40, 1.45, 1.80, 1.42])  # -mean_d log p(z'), nats per dimension
+    ssim = np.array([0.10, 0.95, 0.00, 0.30])
+    likelihood = flow_likelihood_form(s_flow)
+    assert np.allclose(likelihood, -np.exp(-s_flow)) and (likelihood < 0).all()
+    assert (np.argsort(likelihood) == np.argsort(s_flow)).all()  # alone, both forms rank alike
+    assert np.allclose(paper_score(s_flow, ssim, "log-density"), 0.9 * s_flow + 0.1 * ssim)
+    assert np.allclose(paper_score(s_flow, ssim, "likelihood"), 0.9 * likelihood + 0.1 * ssim)
+    with pytest.raises(ValueError, match="form"):
+        paper_score(s_flow, ssim, "density")
+    # combined, they do not: image 1 (large 1 - SSIM) overtakes image 3 (large S_flow) only in the likelihood form
+    assert paper_score(s_flow, ssim, "log-density")[2] > paper_score(s_flow, ssim, "log-density")[1]
+    assert paper_score(s_flow, ssim, "likelihood")[2] < paper_score(s_flow, ssim, "likelihood")[1]
+    d = compare_flow_forms(s_flow, ssim)
+    expected_ratio = np.std(s_flow) / np.std(likelihood)
+    assert d["spread_ratio"] == pytest.approx(expected_ratio) and d["spread_ratio"] > 3
+    assert d["flow_share_likelihood"] < d["flow_share_log_density"] <= 1.0
+    assert d["spearman_combined"] < 1.0
+    near = 1.42 + 1e-4 * np.arange(4.0)  # tiny S_flow spread: exp is nearly linear, the ranks agree
+    assert compare_flow_forms(near, ssim * 1e-6)["spearman_combined"] == pytest.approx(1.0)
+
+
+def test_detector_paper_kinds_match_paper_score(tmp_path, monkeypatch):
+    from course_utils.models.aeflow import paper_score
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    images = torch.rand(12, 1, 28, 28)
+    det = AEFlowDetector(AEFlowConfig.reduced(**TINY), seed=0, device="cpu").fit(images)
+    out = det.scores(images[:4], ("paper_likelihood", "paper_log_density", "flow"))
+    parts = det.score_parts(images[:4])
+    assert np.allclose(out["paper_likelihood"].numpy(), paper_score(parts["flow"], parts["ssim"], "likelihood"))
+    assert np.allclose(out["paper_log_density"].numpy(), det.combine(parts, normalise="none"))

@@ -389,9 +389,12 @@ def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     from benchmarks.report import render_readme
 
     assert glow_bpd.main(["--source", "sample", "--out-dir", str(tmp_path), "--eval-every", "1", "--n-eval", "50",
-                          "--budget-s", "600"]) == 0
+                          "--budget-s", "600", "--iw-draws", "4", "--iw-n", "30"]) == 0
     record = json.loads((tmp_path / "glow_bpd__mnist.json").read_text())
     assert record["protocol"] == "bits-per-dim" and record["fast_mode"] is True
+    iw = record["test_bpd_importance_weighted"]
+    assert iw["draws"] == 4 and iw["n_images"] == 30 and 0 < iw["test_bpd_iw"] < 9
+    assert "Importance-weighted test bpd" in glow_bpd.render_markdown(record)
     assert 0 < record["test_bpd"] < 9 and record["steps_run"] == FAST_CONFIG.steps
     assert 0 < record["test_bpd_median"] < 9 and len(record["worst_test_images"]) == 10
     worst = [w["bpd"] for w in record["worst_test_images"]]
@@ -537,3 +540,47 @@ def test_padded_detector_scores_the_padded_image_and_samples_the_original_size()
     assert protocol.METHODS["glow-final-scale"](protocol.MethodContext(0, False)).config == FINAL_SCALE_CONFIG
     with pytest.raises(ValueError, match="n_levels >= 2"):
         GlowDetector(FAST_CONFIG.replace(n_levels=1), score="final-scale")
+
+
+class _WavyDensity(torch.nn.Module):
+    """A "flow" whose exact likelihood is known: every pixel y in [0, 1) has density
+    p(y) = 1 + 0.9 sin(2 pi 256 y), which integrates to 1/256 over every 8-bit bin, so P(x) = 256^-D and the
+    exact bpd is 8; the density varies within a bin, so one draw of uniform dequantization is a loose bound."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def dequantized_log_prob(self, images, *, generator=None):
+        from course_utils.models.glow import dequantize
+
+        y = dequantize(images, "uniform", generator=generator).double()
+        return torch.log1p(0.9 * torch.sin(2 * torch.pi * 256 * y)).flatten(1).sum(1)
+
+
+def test_importance_weighted_bpd_is_a_tighter_upper_bound():
+    from course_utils.models.glow import bits_per_dim, importance_weighted_bits_per_image, test_bits_per_image
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2000, 1, 2, 2), generator=gen).float() / 255
+    exact = bits_per_dim(torch.zeros(2000, dtype=torch.float64), 4).mean()  # 256^D P(x) = 1: 8 bits / dim
+    assert exact == 8.0
+    model = _WavyDensity()
+    one = test_bits_per_image(model, images, seed=0).mean()
+    iw = {k: importance_weighted_bits_per_image(model, images, k, seed=0).mean() for k in (1, 8, 64)}
+    assert iw[1] == one  # K = 1 is the one-draw bound, draw for draw
+    assert exact < iw[64] < iw[8] < iw[1]  # above the exact value, tighter with more draws
+    assert iw[64] - exact < (iw[1] - exact) / 10
+    with pytest.raises(ValueError, match="draws"):
+        importance_weighted_bits_per_image(model, images, 0)
+
+
+def test_importance_weighted_bpd_on_glow_with_one_draw_equals_test_bpd():
+    from course_utils.models.glow import importance_weighted_bits_per_image, test_bits_per_image
+
+    flow = _randomised(GlowFlow(TINY, (1, 28, 28)))
+    images = _images(24)
+    one = test_bits_per_image(flow, images, seed=3, batch_size=10)
+    assert torch.equal(importance_weighted_bits_per_image(flow, images, 1, seed=3, batch_size=10), one)
+    eight = importance_weighted_bits_per_image(flow, images, 8, seed=3, batch_size=10)
+    assert eight.shape == (24,) and torch.isfinite(eight).all() and eight.mean() <= one.mean()

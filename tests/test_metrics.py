@@ -321,3 +321,32 @@ def test_compare_table_names_the_method_with_bad_results():
 def test_module_exports_exist():
     for name in metrics.__all__:
         assert callable(getattr(metrics, name))
+
+
+def test_balanced_accuracy_is_the_auroc_of_thresholded_predictions():
+    from course_utils.metrics import auroc, balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=200) + labels
+    metrics = binary_metrics(scores, labels, 0.5)
+    value = balanced_accuracy(scores, labels, 0.5)
+    assert value == pytest.approx((metrics["sen"] + metrics["spe"]) / 2)
+    assert value == pytest.approx(auroc((scores >= 0.5).astype(float), labels))
+    assert value < auroc(scores, labels)  # one point of the ROC curve, below the area on these scores
+
+
+def test_reproductions_auc_is_balanced_accuracy():
+    from benchmarks.sections import AEFLOW_REPORTED_CHEST_XRAY
+    from course_utils.metrics import balanced_accuracy_from_rates
+
+    assert balanced_accuracy_from_rates(0.9769, 0.6624) == pytest.approx(0.8197, abs=5e-5)
+    assert balanced_accuracy_from_rates(0.9231, 0.2009) == pytest.approx(0.562, abs=5e-4)
+    checked = [row for row in AEFLOW_REPORTED_CHEST_XRAY if row["auc_is"] == "(SEN + SPE) / 2"]
+    assert len(checked) == 2
+    for row in checked:
+        assert balanced_accuracy_from_rates(row["sen"], row["spe"]) == pytest.approx(row["auc"], abs=0.05)
+    paper = AEFLOW_REPORTED_CHEST_XRAY[0]
+    assert abs(balanced_accuracy_from_rates(paper["sen"], paper["spe"]) - paper["auc"]) > 5  # the paper's is AUROC
+    with pytest.raises(ValueError, match="sen"):
+        balanced_accuracy_from_rates(float("nan"), 0.5)

@@ -48,7 +48,8 @@ machine: :func:`resolve_config` says so clearly and falls back to the reduced pr
 
 The package, by role: ``model`` (:class:`AEFlowConfig` and the networks), ``scores`` (loss, scores,
 maps, complexity correction) and ``detector`` (:class:`AEFlowDetector`, :func:`resolve_config`, the
-PneumoniaMNIST presets and score variants); the ImageNet encoder is in
+PneumoniaMNIST presets and score variants) and ``flowgmm`` (FlowGMM: a two-component Gaussian mixture as
+the flow's base, trained with a few labelled anomalies; :class:`FlowGMMDetector`); the ImageNet encoder is in
 :mod:`course_utils.models.backbones`. Everything in ``__all__`` is importable from here.
 """
 
@@ -59,16 +60,23 @@ from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailab
                          load_imagenet_wide_resnet)
 from .detector import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowDetector, resolve_config,
                        score_variants)
+from .flowgmm import UNLABELLED, AEFlowGMM, FlowGMMDetector, FlowGMMSettings, GaussianMixtureBase, flowgmm_loss
 from .model import (ALPHA, BETA, SUBNETS, AEFlow, AEFlowConfig, AEFlowOutput, ConvSubnet, Decoder, ResNetSubnet,
                     SmallEncoder, build_flow)
-from .scores import (aeflow_loss, aeflow_score, anomaly_maps, combine_scores, complexity_corrected, flow_nll_per_dim,
-                     flow_score, recon_score)
+from .scores import (S_FLOW_FORMS, aeflow_loss, aeflow_score, anomaly_maps, combine_scores, compare_flow_forms,
+                     complexity_corrected, flow_likelihood_form, flow_nll_per_dim, flow_score, paper_score, recon_score)
 
 __all__ = [
     "AEFlowConfig",
     "AEFlow",
     "AEFlowOutput",
     "AEFlowDetector",
+    "FlowGMMDetector",
+    "FlowGMMSettings",
+    "GaussianMixtureBase",
+    "AEFlowGMM",
+    "flowgmm_loss",
+    "UNLABELLED",
     "PretrainedWeightsUnavailable",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -87,6 +95,10 @@ __all__ = [
     "recon_score",
     "combine_scores",
     "aeflow_score",
+    "S_FLOW_FORMS",
+    "flow_likelihood_form",
+    "paper_score",
+    "compare_flow_forms",
     "anomaly_maps",
     "png_bits",
     "complexity_corrected",

@@ -17,11 +17,12 @@ from ...complexity import png_bits
 from ...images import check_images
 from ..backbones import PretrainedWeightsUnavailable, load_imagenet_wide_resnet
 from ..base import Detector
-from .model import AEFlow, AEFlowConfig
-from .scores import aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, recon_score
+from .model import AEFlow, AEFlowConfig, AEFlowOutput
+from .scores import (aeflow_loss, anomaly_maps, combine_scores, complexity_corrected, flow_score, paper_score,
+                     recon_score)
 
-__all__ = ["resolve_config", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG", "SELECTABLE_VARIANTS",
-           "score_variants", "MODEL_VERSION"]
+__all__ = ["resolve_config", "resize_square", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG",
+           "SELECTABLE_VARIANTS", "score_variants", "MODEL_VERSION"]
 
 # the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
 # trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
@@ -67,7 +68,8 @@ def resolve_config(config: AEFlowConfig, *, fallback: bool = True,
 # --------------------------------------------------------------------------------------
 
 
-def _resize(images: Tensor, size: int) -> Tensor:
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """Images (N, C, H, W) in [0, 1] bilinearly resized to (N, C, size, size) (unchanged if already that size)."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0, 1)
@@ -93,7 +95,9 @@ class AEFlowDetector(Detector):
             ``torch.backends.cudnn.benchmark`` on CUDA (fixed input sizes: faster, not bit-repeatable).
     """
 
-    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse")
+    score_kinds = ("aeflow", "flow", "flow_full", "ssim", "mse", "paper_log_density", "paper_likelihood")
+    # the paper's raw score with S_flow in each form of scores.S_FLOW_FORMS, combined with 1 - SSIM at beta
+    paper_kinds = {"paper_log_density": "log-density", "paper_likelihood": "likelihood"}
     checkpoint_parts = ("model",)
 
     def __init__(self, config: AEFlowConfig | None = None, *, seed: int = 0, normalise: str = "zscore",
@@ -129,19 +133,34 @@ class AEFlowDetector(Detector):
     def build(self, train_images: Tensor) -> None:
         if self.device.type == "cuda" and self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-        self.model = AEFlow(self.config, in_channels=int(train_images.shape[1])).to(self.device)
+        self.model = self.new_model(int(train_images.shape[1])).to(self.device)
+
+    def new_model(self, in_channels: int) -> AEFlow:
+        """Hook: the untrained network for ``in_channels``-channel images (here :class:`AEFlow`)."""
+        return AEFlow(self.config, in_channels=in_channels)
+
+    checkpoint_prefix = "aeflow"
+
+    def training_data(self, train_images: Tensor) -> tuple[Tensor, ...]:
+        """Hook: the tensors ``course_utils.training.train`` batches (rows aligned); here the normal images
+        resized to the model input, (N, C, S, S)."""
+        return (resize_square(train_images, self.config.image_size),)
+
+    def batch_loss(self, model: AEFlow, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """Hook: the loss of one batch of :meth:`training_data` (here :func:`aeflow_loss`)."""
+        return aeflow_loss(model, batch[0])
 
     def train(self, train_images: Tensor) -> None:
         from ...training import train
 
         cfg, model = self.config, self.model
-        x = _resize(train_images, cfg.image_size)
-        name = f"aeflow-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
+        data = self.training_data(train_images)
+        name = f"{self.checkpoint_prefix}-{cfg.encoder}-{cfg.subnet}-{cfg.image_size}px"
         params = [p for p in model.parameters() if p.requires_grad]
 
         def run():
             optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-            return train(model, lambda m, batch: aeflow_loss(m, batch[0]), x, epochs=cfg.epochs,
+            return train(model, self.batch_loss, data, epochs=cfg.epochs,
                          optimizer=optimizer, batch_size=cfg.batch_size, seed=self.seed, device=self.device,
                          progress=self.progress, desc=name, max_grad_norm=10.0)
 
@@ -158,18 +177,21 @@ class AEFlowDetector(Detector):
         self.check_fitted()
         model = self.model
         check_images(images, "images")
-        parts: dict[str, list[Tensor]] = {"flow": [], "flow_full": [], "ssim": [], "mse": []}
+        parts: dict[str, list[Tensor]] = {}
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size_eval):
-                x = _resize(images[start:start + self.batch_size_eval], self.config.image_size).to(self.device)
-                out = model(x)
-                parts["flow"].append(flow_score(out, "z").cpu())
-                parts["flow_full"].append(flow_score(out, "full").cpu())
-                parts["ssim"].append(recon_score(x, out.x_hat, "ssim").cpu())
-                parts["mse"].append(recon_score(x, out.x_hat, "mse").cpu())
+                x = resize_square(images[start:start + self.batch_size_eval], self.config.image_size).to(self.device)
+                for key, value in self.batch_parts(x, model(x)).items():
+                    parts.setdefault(key, []).append(value.cpu())
         result = {k: torch.cat(v).double().numpy() for k, v in parts.items()}
         result["bits"] = png_bits(images)
         return result
+
+    def batch_parts(self, x: Tensor, out: AEFlowOutput) -> dict[str, Tensor]:
+        """The per-image terms (N,) of one batch ``x`` (model input size) and the model's output ``out``;
+        a subclass adds its own terms here (one pass over the images for all of them)."""
+        return {"flow": flow_score(out, "z"), "flow_full": flow_score(out, "full"),
+                "ssim": recon_score(x, out.x_hat, "ssim"), "mse": recon_score(x, out.x_hat, "mse")}
 
     def combine(self, parts: dict[str, np.ndarray], beta: float | None = None, *, normalise: str | None = None,
                 complexity_weight: float = 0.0) -> np.ndarray:
@@ -199,10 +221,15 @@ class AEFlowDetector(Detector):
     def scores(self, images: Tensor, kinds: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Per-image scores (N,) float64 from one pass, higher = more anomalous: ``"aeflow"`` (the combined
         score of :meth:`combine` with the detector's settings) and the terms ``"flow"``, ``"flow_full"``,
-        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`."""
+        ``"ssim"`` (1 - SSIM) and ``"mse"`` of :meth:`score_parts`, and the paper's raw score with S_flow in
+        its log-density form (``"paper_log_density"``) or its likelihood form (``"paper_likelihood"``),
+        see :func:`paper_score`."""
         kinds = self.requested_kinds(kinds)
         parts = self.score_parts(images)
-        out = {k: torch.from_numpy(parts[k]) for k in kinds if k != "aeflow"}
+        out = {k: torch.from_numpy(parts[k]) for k in kinds if k in parts}
+        for kind, form in self.paper_kinds.items():
+            if kind in kinds:
+                out[kind] = torch.from_numpy(paper_score(parts["flow"], parts["ssim"], form, self.config.beta))
         if "aeflow" in kinds:
             out["aeflow"] = torch.from_numpy(self.combine(parts))
         return {k: out[k] for k in kinds}
@@ -210,7 +237,7 @@ class AEFlowDetector(Detector):
     def maps(self, images: Tensor) -> dict[str, Tensor]:
         """:func:`anomaly_maps` of images (resized to the model's input size), on the CPU."""
         self.check_fitted()
-        x = _resize(images, self.config.image_size).to(self.device)
+        x = resize_square(images, self.config.image_size).to(self.device)
         return {k: v.cpu() for k, v in anomaly_maps(self.model, x).items()}
 
 
@@ -235,7 +262,10 @@ def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> 
 
     ``SELECTABLE_VARIANTS`` are the AE-FLOW scores: the paper's raw beta-combination, the same with
     each term z-scored on the training images, and these minus 1 or 2 x the standardised PNG
-    length L(x) (:func:`complexity_corrected`). The single terms
+    length L(x) (:func:`complexity_corrected`). The paper's raw score is also given under the names of the
+    two readings of S_flow (:data:`~course_utils.models.aeflow.scores.S_FLOW_FORMS`): ``"paper, S_flow
+    log-density form"`` (the same numbers as ``"paper: raw terms"``) and ``"paper, S_flow likelihood
+    form"``. The single terms
     (``"S_flow"``, ``"S_flow (with log det)"``, ``"S_recon = 1 - SSIM"``, ``"MSE"``) and
     ``"-L(x) only"`` (minus the PNG length: a model-free reference) are included for comparison.
     """
@@ -244,6 +274,8 @@ def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> 
         "paper: raw terms": detector.combine(parts, beta, normalise="none"),
         "paper - 1 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=1.0),
         "paper - 2 L(x)": detector.combine(parts, beta, normalise="none", complexity_weight=2.0),
+        "paper, S_flow log-density form": paper_score(parts["flow"], parts["ssim"], "log-density", beta),
+        "paper, S_flow likelihood form": paper_score(parts["flow"], parts["ssim"], "likelihood", beta),
         "z-scored terms": detector.combine(parts, beta, normalise="zscore"),
         "z-scored terms - 1 L(x)": detector.combine(parts, beta, normalise="zscore", complexity_weight=1.0),
         "S_flow": parts["flow"],

@@ -16,7 +16,8 @@ from ...reconstruction import ssim_map, ssim_window_for
 from .model import BETA, AEFlow, AEFlowOutput
 
 __all__ = ["flow_nll_per_dim", "aeflow_loss", "flow_score", "recon_score", "standardise", "combine_scores",
-           "aeflow_score", "anomaly_maps", "complexity_corrected"]
+           "aeflow_score", "anomaly_maps", "complexity_corrected", "S_FLOW_FORMS", "flow_likelihood_form",
+           "paper_score", "compare_flow_forms"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -114,6 +115,66 @@ def aeflow_score(model: AEFlow, x: Tensor, beta: float | None = None, *, flow_ki
     with torch.no_grad():
         out = model(x)
         return beta * flow_score(out, flow_kind) + (1 - beta) * recon_score(x, out.x_hat, recon_kind)
+
+
+# --------------------------------------------------------------------------------------
+# The paper's score, both readings of S_flow
+# --------------------------------------------------------------------------------------
+
+S_FLOW_FORMS = ("log-density", "likelihood")
+"""The two readings of the paper's S_flow ("the likelihood of z'", negated):
+
+- ``"log-density"``: S_flow = -mean_d log p(z'_d) = -(1/D) log N(z'; 0, I) (the course and one public
+  reproduction; :func:`flow_score` ``kind="z"``), about 1.42 for N(0, I) features;
+- ``"likelihood"``: S_flow = -exp(mean_d log p(z'_d)), the per-dimension likelihood (the geometric
+  mean of the per-dimension densities), in [-1/sqrt(2 pi), 0) (the other reproduction).
+
+Both rank images identically on their own (exp is increasing); combined with 1 - SSIM they do not."""
+
+
+def flow_likelihood_form(s_flow_log_density: Any) -> np.ndarray:
+    """S_flow's likelihood form -exp(-S) from its log-density form S = -mean_d log p(z'), (N,) float64."""
+    return -np.exp(-finite_scores(s_flow_log_density, "s_flow_log_density"))
+
+
+def paper_score(s_flow_log_density: Any, s_recon: Any, form: str, beta: float = BETA) -> np.ndarray:
+    """The paper's raw score beta * S_flow + (1 - beta) * (1 - SSIM) with S_flow in ``form`` (see
+    :data:`S_FLOW_FORMS`), (N,) float64; ``s_flow_log_density`` is -mean_d log p(z') per image
+    (:func:`flow_score` ``kind="z"``), ``s_recon`` is 1 - SSIM."""
+    if form not in S_FLOW_FORMS:
+        raise ValueError(f"S_flow form must be one of {S_FLOW_FORMS}, got {form!r}")
+    s_flow = finite_scores(s_flow_log_density, "s_flow_log_density")
+    return combine_scores(flow_likelihood_form(s_flow) if form == "likelihood" else s_flow, s_recon, beta)
+
+
+def compare_flow_forms(s_flow_log_density: Any, s_recon: Any, beta: float = BETA) -> dict[str, float]:
+    """How the two S_flow forms differ once combined with 1 - SSIM at ``beta``, from the scores of one
+    split (the val split in ``benchmarks.aeflow``), as plain floats:
+
+    - ``spread_ratio``: std(S_flow, log-density form) / std(S_flow, likelihood form) (> 1: the
+      exponential shrinks S_flow's spread, so SSIM gets more weight);
+    - ``flow_share_log_density``, ``flow_share_likelihood``: beta * std(S_flow) / (beta * std(S_flow) +
+      (1 - beta) * std(1 - SSIM)), in [0, 1]: how much of the combined score's spread S_flow contributes;
+    - ``spearman_combined``: Spearman rank correlation of the two combined scores, in [-1, 1]
+      (1: the two readings rank every image alike).
+    """
+    from scipy.stats import spearmanr
+
+    s_flow = finite_scores(s_flow_log_density, "s_flow_log_density")
+    recon = finite_scores(s_recon, "s_recon")
+    if len(s_flow) < 2 or s_flow.shape != recon.shape:
+        raise ValueError(f"need two equally long score arrays of >= 2 images, got {s_flow.shape} and {recon.shape}")
+    likelihood = flow_likelihood_form(s_flow)
+    sd_log, sd_lik, sd_recon = float(np.std(s_flow)), float(np.std(likelihood)), float(np.std(recon))
+
+    def share(sd_flow: float) -> float:
+        total = beta * sd_flow + (1 - beta) * sd_recon
+        return beta * sd_flow / total if total > 0 else float("nan")
+
+    rho = spearmanr(paper_score(s_flow, recon, "log-density", beta), paper_score(s_flow, recon, "likelihood", beta))
+    return {"spread_ratio": sd_log / sd_lik if sd_lik > 0 else float("inf"),
+            "flow_share_log_density": share(sd_log), "flow_share_likelihood": share(sd_lik),
+            "spearman_combined": float(rho.statistic if hasattr(rho, "statistic") else rho[0])}
 
 
 def anomaly_maps(model: AEFlow, x: Tensor) -> dict[str, Tensor]:

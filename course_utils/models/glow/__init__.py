@@ -95,7 +95,8 @@ from .detector import SCORES, GlowDetector, GlowRatioDetector
 from .flow import GlowFlow
 from .layers import ChannelPermutation, HouseholderConv1x1, LogitTransform, conv_subnet
 from .patches import extract_patches, patch_scores
-from .training import glow_loss, images_log_prob, test_bits_per_dim, test_bits_per_image, train_glow
+from .training import (glow_loss, images_log_prob, importance_weighted_bits_per_image, test_bits_per_dim,
+                       test_bits_per_image, train_glow)
 
 __all__ = [
     "GlowConfig",
@@ -120,6 +121,7 @@ __all__ = [
     "images_log_prob",
     "test_bits_per_dim",
     "test_bits_per_image",
+    "importance_weighted_bits_per_image",
     "FULL_CONFIG",
     "FAST_CONFIG",
     "EXPERIMENT_CONFIG",
