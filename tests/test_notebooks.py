@@ -71,6 +71,16 @@ EXERCISES = [
 
 
 @pytest.mark.parametrize("path,exercise", EXERCISES, ids=lambda v: getattr(v, "grade_id", getattr(v, "name", "")))
+def test_answer_is_inside_a_function_so_the_stub_never_stops_run_all(path, exercise):
+    nb = nbformat.read(path, as_version=4)
+    for line in nb.cells[exercise.solution_cell].source.splitlines():
+        if grading.BEGIN_SOLUTION in line:
+            assert line.startswith((" ", "\t")), (
+                f"{exercise.grade_id}: the solution region must be inside a function body; at the top level the "
+                "released `raise NotImplementedError()` would stop Run All")
+
+
+@pytest.mark.parametrize("path,exercise", EXERCISES, ids=lambda v: getattr(v, "grade_id", getattr(v, "name", "")))
 def test_check_passes_the_solution_and_never_raises_on_the_stub(path, exercise, capsys):
     """The check cell prints ✓ for the solution and returns it; for the stub it says 'not solved
     yet, 0 points' and returns the course's reference, which later cells then use. It never raises."""
