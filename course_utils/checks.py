@@ -7,7 +7,8 @@ A check cell reads::
 :func:`check_exercise` runs the student's answer on the exercise's visible cases (drawn
 with a fixed seed from the exercise's declaration in ``course_grader.exercises``), compares
 each with the course's reference and prints the outcome. It **never raises**, so *Run All*
-always reaches the end of the notebook:
+always reaches the end of the notebook (the one exception: under nbgrader's autograding,
+which counts a cell that does not raise as passed, a failing check raises after its message):
 
 - solved: ``✓`` and the student's answer is returned (guarded: should it raise on the
   notebook's own data later, that cell falls back to the reference and says so);
@@ -22,6 +23,7 @@ answer on fresh hidden cases from outside the kernel (``course_grader``, docs/te
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,17 @@ import numpy as np
 __all__ = ["check_exercise"]
 
 _MAX_SHOWN = 2  # failing cases shown in full; the rest are counted
+
+
+def _under_nbgrader() -> bool:
+    """nbgrader's autograding counts a graded cell as passed unless it raises (docs/teaching.md)."""
+    return os.environ.get("NBGRADER_EXECUTION") == "autograde"
+
+
+def _not_passed(grade_id: str, spec: Any) -> Any:
+    if _under_nbgrader():
+        raise AssertionError(f"{grade_id}: the visible cases do not pass")
+    return _reference_object(spec)
 
 
 class _Guarded:
@@ -84,7 +97,7 @@ def check_exercise(grade_id: str, answer: Any) -> Any:
             print(f"✗ {grade_id}: not solved yet, 0 points. Replace `raise NotImplementedError()` in the answer "
                   "cell with your code, run it, then run this cell again.")
             print(fallback)
-            return _reference_object(spec)
+            return _not_passed(grade_id, spec)
         except Exception as error:
             failures.append(f"{case.name}: your code raised {type(error).__name__}: {error}")
             continue
@@ -99,7 +112,7 @@ def check_exercise(grade_id: str, answer: Any) -> Any:
         if len(failures) > _MAX_SHOWN:
             print(f"  ... and {len(failures) - _MAX_SHOWN} more.")
         print(fallback)
-        return _reference_object(spec)
+        return _not_passed(grade_id, spec)
     summary = f" ({spec.summary})" if spec.summary else ""
     print(f"✓ {grade_id}: all {len(cases)} visible cases pass{summary}. Grading runs new random cases of the "
           "same kinds.")

@@ -88,6 +88,13 @@ def test_check_exercise_never_raises_and_falls_back_to_the_reference(capsys):
     np.testing.assert_array_equal(right(np.arange(3)), [0, 2, 4])
 
 
+def test_under_nbgrader_autograde_a_failing_check_raises(monkeypatch):
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    with pytest.raises(AssertionError, match="ex-double"):
+        checks.check_exercise("ex-double", lambda x: 3 * x)
+    checks.check_exercise("ex-double", lambda x: 2 * x)
+
+
 def test_a_checked_function_that_fails_later_answers_with_the_reference(capsys):
     def fragile(x):
         if np.asarray(x).size > 100:

@@ -106,3 +106,12 @@ def test_check_passes_the_solution_and_never_raises_on_the_stub(path, exercise, 
     out = capsys.readouterr().out
     assert "not solved yet, 0 points" in out and "reference implementation" in out
     assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference
+
+    namespace = _setup_namespace(nb)  # a wrong answer: the check shows the failing cases, never raises
+    wrong = grading.stub_solutions(solution).replace("raise NotImplementedError()", "return 0")
+    exec(compile(wrong, "<wrong>", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert f"✗ {exercise.grade_id}: " in out and "visible cases are wrong" in out and "reference implementation" in out
+    assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference
