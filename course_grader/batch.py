@@ -20,7 +20,7 @@ from .reports import (LatePolicy, canvas_bytes, csv_bytes, exercise_columns, fee
 from .sandbox import Limits, choose_mode
 from .verdict import ExerciseResult, NotebookGrade, grade_submission, specs_for
 
-__all__ = ["find_submissions", "load_sources", "parse_shard", "grade"]
+__all__ = ["find_submissions", "load_sources", "parse_shard", "shard_students", "grade", "write_outputs"]
 
 
 def find_submissions(submissions_dir: str | os.PathLike, names: Sequence[str]
@@ -98,6 +98,11 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def shard_students(students: Sequence[str], k: int, n: int) -> list[str]:
+    """The students of shard ``k`` of ``n`` (1-based): every n-th of the sorted names, from the k-th."""
+    return [student for i, student in enumerate(sorted(students)) if i % n == k - 1]
+
+
 def grade(sources: Sequence[str | os.PathLike], submissions_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
           limits: Limits = Limits(), sandbox: str = "auto", jobs: int = 1, seed: int | None = None,
           feedback_dir: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None,
@@ -126,8 +131,8 @@ def grade(sources: Sequence[str | os.PathLike], submissions_dir: str | os.PathLi
             raise ValueError(f"no submission folder for {', '.join(unknown)} in {submissions_dir}")
         found = {student: files for student, files in found.items() if student in students}
     if shard is not None:
-        k, n = shard
-        found = {student: files for i, (student, files) in enumerate(sorted(found.items())) if i % n == k - 1}
+        mine = set(shard_students(found, *shard))
+        found = {student: files for student, files in found.items() if student in mine}
     times = read_timestamps(timestamps) if timestamps else {}
     seed = secrets.randbits(32) if seed is None else int(seed)
     print(f"grading seed {seed} (pass --seed {seed} to draw the same cases again); sandbox: {mode}", file=log)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from course_grader import markers
-from course_grader.batch import parse_shard
+from course_grader.batch import parse_shard, shard_students
 from course_grader.contract import Case, ExerciseSpec, all_specs, close_to, decode, encode, equal_to, get_spec
 from course_grader.reports import LatePolicy, csv_bytes, exercise_columns, merge_csvs, read_csv, read_timestamps
 from course_grader.sandbox import Limits, bwrap_works, choose_mode, interpreter_reachable_by_others
@@ -228,6 +228,9 @@ def test_table_round_trip_and_shard_merge(tmp_path):
 
 
 def test_shards_split_the_class_without_overlap():
+    students = [f"s{i:02d}" for i in range(23)]
+    shards = [shard_students(students[::-1], k, 4) for k in range(1, 5)]
+    assert sorted(sum(shards, [])) == students and all(5 <= len(s) <= 6 for s in shards)
     assert parse_shard("3/8") == (3, 8)
     for bad in ("0/3", "4/3", "x", "1-3"):
         with pytest.raises(ValueError, match="--shard"):

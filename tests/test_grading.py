@@ -278,6 +278,7 @@ TAMPERING = {  # student: the tampering code in a wrong answer's cell
 
 STUDENTS = {  # student: (how the notebook was changed, points for ex-double, points for ex-threshold-for-fpr)
     "correct": (_correct, 1, 2),
+    "late_correct": (_correct, 1, 2),  # handed in 25 hours late: 2 started days, 20 % off
     "partial": (_partial, 0.25, 2),
     "wrong": (_wrong, 0, 2),
     "stub": (lambda nb: None, 0, 0),
@@ -329,7 +330,10 @@ def graded(tmp_path_factory):
     source_dir, submissions = _make_class(root, STUDENTS)
     cwd = Path.cwd()
     assert not (cwd / "marker.txt").exists()
+    (root / "lms.csv").write_text("student,submitted_at\ncorrect,2026-12-01T20:00:00+01:00\n"
+                                  "late_correct,2026-12-03T00:00:00Z\n", encoding="utf-8")
     code = grader_main(["grade", "--source", str(source_dir), "--submissions", str(submissions),
+                        "--due", "2026-12-01T23:00Z", "--timestamps", str(root / "lms.csv"),
                         "--out", str(root / "grades.csv"), "--timeout", str(TIMEOUT), "--jobs", "2",
                         "--seed", "7", "--feedback-dir", str(root / "feedback"), "--work-dir", str(root / "work"),
                         "--canvas", str(root / "canvas.csv"), "--report", str(root / "report")])
@@ -345,8 +349,32 @@ def test_every_student_gets_a_row_with_the_exact_points(graded):
     for student, (_, double, threshold) in STUDENTS.items():
         row = rows[student]
         assert row["notebook"] == NAME
-        found = (float(row["ex-double"]), float(row["ex-threshold-for-fpr"]), float(row["total"]), row["max"])
+        found = (float(row["ex-double"]), float(row["ex-threshold-for-fpr"]), float(row["raw_total"]), row["max"])
         assert found == (double, threshold, double + threshold, "3"), (student, row)
+        if student != "late_correct":
+            assert row["total"] == row["raw_total"] and row["penalty_percent"] == "0"
+
+
+def test_late_submission_loses_the_penalty(graded):
+    late, on_time = graded["rows"]["late_correct"], graded["rows"]["correct"]
+    assert (late["late_days"], late["penalty_percent"], late["raw_total"], late["total"]) == ("2", "20", "3", "2.4")
+    assert late["submitted_at"] == "2026-12-03T00:00:00+00:00"
+    assert (on_time["late_days"], on_time["total"], on_time["submitted_at"]) == ("0", "3", "2026-12-01T20:00:00+01:00")
+    assert "2 day(s) late" in (graded["root"] / "feedback" / "late_correct.md").read_text(encoding="utf-8")
+
+
+def test_merge_command_joins_shard_tables(graded, tmp_path):
+    lines = (graded["root"] / "grades.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "a.csv").write_text("".join([lines[0]] + lines[1::2]), encoding="utf-8")
+    (tmp_path / "b.csv").write_text("".join([lines[0]] + lines[2::2]), encoding="utf-8")
+    code = grader_main(["merge", str(tmp_path / "b.csv"), str(tmp_path / "a.csv"), "--source",
+                        str(graded["source_dir"]), "--out", str(tmp_path / "merged.csv"),
+                        "--canvas", str(tmp_path / "canvas.csv")])
+    assert code == 0
+    assert (tmp_path / "merged.csv").read_text(encoding="utf-8") == "".join(lines)
+    assert (tmp_path / "canvas.csv").read_bytes() == (graded["root"] / "canvas.csv").read_bytes()
+    assert grader_main(["merge", str(tmp_path / "a.csv"), str(tmp_path / "a.csv"), "--source",
+                        str(graded["source_dir"]), "--out", str(tmp_path / "bad.csv")]) == 2
 
 
 def test_every_kind_of_tampering_is_named_in_the_notes(graded):
@@ -365,6 +393,7 @@ def test_csv_columns_and_statuses(graded):
                       "submitted_at,late_days,status,notes")
     rows = graded["rows"]
     assert rows["correct"]["status"] == "graded" and rows["correct"]["notes"] == ""
+    assert rows["stub"]["submitted_at"] == "", "with --timestamps, a student without a time has none"
     assert rows["missing"]["status"] == "missing"
     assert rows["invalid_json"]["status"] == "invalid notebook"
     assert "not a readable notebook" in rows["invalid_json"]["notes"]
@@ -419,6 +448,7 @@ def test_canvas_gradebook_and_class_report(graded):
     assert lines[0] == "Student,ID,SIS User ID,SIS Login ID,Section,synthetic"
     assert lines[1] == "Points Possible,,,,,3"
     assert "correct,,,correct,,3" in lines and "partial,,,partial,,2.25" in lines
+    assert "late_correct,,,late_correct,,2.4" in lines
     report = (root / "report" / "report.md").read_text(encoding="utf-8")
     assert "| synthetic / ex-double |" in report and "wrong on 'negative numbers' (×" in report
     n_graded = len([s for s in STUDENTS if s != "missing"])
