@@ -56,11 +56,14 @@ class Case:
     """One independent case: a short description a student can read, and the arguments.
 
     ``args`` holds plain data only (numpy arrays, Python numbers, strings, and lists / dicts
-    of them), so that it can travel to the kernel as JSON.
+    of them), so that it can travel to the kernel as JSON. ``trivial`` marks a case that a
+    constant answer can pass (all scores equal -> AUROC 0.5, a perfect reconstruction -> 0):
+    it counts only when the answer also passes a case that is not trivial.
     """
 
     name: str
     args: tuple = ()
+    trivial: bool = False
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,11 @@ def _judge(result: ExerciseResult, spec: ExerciseSpec, cases: list[Case], probe:
             failures.append(f"{case.name}: not evaluated ({probe.problem or 'the kernel stopped'})")
         if status not in ("ok", "not solved", "missing"):
             result.failed_cases.append(case.name)
+    passed_real = sum(1 for position, case in enumerate(cases) if not case.trivial
+                      and case.name not in result.failed_cases and position < len(records)
+                      and records[position].get("status") == "ok")
+    if passed_real == 0 and any(not case.trivial for case in cases):
+        result.cases_passed = 0  # only cases a constant answer passes: no points
     result.points = round(result.max_points * result.cases_passed / max(1, len(cases)), 2)
     if result.cases_passed == len(cases) and cases:
         result.outcome = "passed"

@@ -304,3 +304,26 @@ def test_mode_none_warns_once(capsys):
     assert capsys.readouterr().err.count("grading without isolation") == 1
     with pytest.raises(ValueError, match="unknown sandbox mode"):
         choose_mode("docker")
+
+
+def test_an_answer_that_passes_only_trivial_cases_gets_nothing():
+    """`return 0.5` passes "all scores equal" of the AUROC exercise, and earns no points for it."""
+    from course_grader.execution import Probe
+    from course_grader.verdict import _judge, draw_cases
+
+    spec = get_spec("ex-auroc-from-ranks")
+    cases = draw_cases(spec, seed=3, student="someone")
+    assert any(case.trivial for case in cases)
+
+    def judged(answer) -> ExerciseResult:
+        records = [{"status": "ok", "output": spec.run(answer, case)} for case in cases]
+        result = ExerciseResult(spec.grade_id, 2.0)
+        _judge(result, spec, cases, Probe(spec.grade_id, 0, cases=lambda: "", n_cases=len(cases), records=records))
+        return result
+
+    assert judged(lambda s, l: 0.5).points == 0
+    assert judged(spec.reference).points == 2.0
+    reversed_ranks = judged(lambda s, l: 1 - spec.reference(s, l))  # right only where AUROC is 0.5
+    assert reversed_ranks.points == 0 and reversed_ranks.outcome == "wrong"
+    no_ties = judged(lambda s, l: spec.reference(np.argsort(np.argsort(s, kind="stable")), l))  # ordinal ranks
+    assert 0 < no_ties.points < 2.0 and any("tie" in name or "equal" in name for name in no_ties.failed_cases)

@@ -18,7 +18,7 @@ def aeflow_score_reference(z_prime, ssim, beta: float):
 
 def _aeflow_cases(rng: np.random.Generator) -> list[Case]:
     return [
-        Case("z' = 0, perfect SSIM, beta 0.9", (np.zeros((2, 4, 3, 3)), np.ones(2), 0.9)),
+        Case("z' = 0, perfect SSIM, beta 0.9", (np.zeros((2, 4, 3, 3)), np.ones(2), 0.9), trivial=True),
         Case("random z', beta 0.9", (rng.normal(size=(5, 8, 4, 4)), rng.random(5), 0.9)),
         Case("random z', beta 0.5", (2 * rng.normal(size=(3, 16, 2, 2)), rng.random(3), 0.5)),
         Case("beta 0: reconstruction only", (rng.normal(size=(4, 2, 5, 5)), rng.random(4), 0.0)),
@@ -56,7 +56,7 @@ def _best_f1_cases(rng: np.random.Generator) -> list[Case]:
     labels = (rng.random(300) < 0.6).astype(np.int64)
     labels2 = (rng.random(500) < 0.3).astype(np.int64)
     return [
-        Case("separable", (np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), np.array([0, 0, 0, 1, 1, 1]))),
+        Case("separable", (np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), np.array([0, 0, 0, 1, 1, 1])), trivial=True),
         Case("overlapping, 300 images", (rng.normal(size=300) + 1.5 * labels, labels)),
         Case("ties", (np.round(rng.normal(size=500) + labels2, 1), labels2)),
         Case("reversed score", (-np.arange(10.0), np.array([1] * 5 + [0] * 5))),

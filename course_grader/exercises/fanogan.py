@@ -53,7 +53,8 @@ def _gp_cases(rng: np.random.Generator) -> list[Case]:
     real, fake, eps = rng.random((6, 1, 8, 8)), rng.random((6, 1, 8, 8)), rng.random(6)
     r28, f28 = rng.random((3, 1, 28, 28)), rng.random((3, 1, 28, 28))
     return [
-        Case("linear critic with a unit-norm weight (penalty 0)", ("linear", 8, weights("linear", 8, 1.0), real, fake, eps)),
+        Case("linear critic with a unit-norm weight (penalty 0)", ("linear", 8, weights("linear", 8, 1.0), real, fake, eps),
+             trivial=True),
         Case("linear critic with weight norm 3 (penalty 4)", ("linear", 8, weights("linear", 8, 3.0), real, fake, eps)),
         Case("small conv critic", ("conv", 8, weights("conv", 8), real, fake, eps)),
         Case("eps 0 and 1: the fake and the real images themselves",
@@ -126,7 +127,7 @@ def _fanogan_ssim_cases(rng: np.random.Generator) -> list[Case]:
     x_rec = np.clip(x + 0.1 * rng.normal(size=x.shape), 0, 1)
     f_x, f_rec = rng.normal(size=(5, 64)), rng.normal(size=(5, 64))
     return [
-        Case("perfect reconstruction, equal features", (x, x.copy(), f_x, f_x.copy(), 1.0)),
+        Case("perfect reconstruction, equal features", (x, x.copy(), f_x, f_x.copy(), 1.0), trivial=True),
         Case("noisy reconstruction, kappa 1", (x, x_rec, f_x, f_rec, 1.0)),
         Case("noisy reconstruction, kappa 0.1", (x, x_rec, f_x, f_rec, 0.1)),
         Case("kappa 0: image term only", (x, x_rec, f_x, f_rec, 0.0)),
