@@ -257,6 +257,11 @@ def _reads_sources(nb):  # tries to read the solution notebook (the path is put 
         "try:\n    pathlib.Path(OUTSIDE).write_text('escaped')\nexcept OSError as error:\n    print('WRITE:', error)\n"))
 
 
+def _flood(nb):  # 5 MB of output: only the first --output-kb are kept, the points stay
+    _correct(nb)
+    nb["cells"].append(nbformat.v4.new_code_cell("for _ in range(50):\n    print('x' * 100_000)"))
+
+
 def _dead_kernel(nb):
     _correct(nb)
     _answer(nb, "ex-threshold-for-fpr", "import os\nos._exit(1)\n")
@@ -294,6 +299,7 @@ STUDENTS = {  # student: (how the notebook was changed, points for ex-double, po
     "marker": (_marker, 1, 2),
     "reads_sources": (_reads_sources, 1, 2),
     "dead_kernel": (_dead_kernel, 1, 0),
+    "flood": (_flood, 1, 2),
     **{name: (_tampered_double(code), 0, 0) for name, code in TAMPERING.items()},
     "invalid_json": (None, 0, 0),
     "missing": (None, 0, 0),
@@ -407,6 +413,8 @@ def test_csv_columns_and_statuses(graded):
     assert "`ex-double-check` had been edited" in rows["tests_edited"]["notes"]
     assert "`given-data` had been edited" in rows["tests_edited"]["notes"]
     assert "answer cell for this exercise is missing" in rows["no_answer_cell"]["notes"]
+    assert "cell output beyond 2048 kB was not kept" in rows["flood"]["notes"]
+    assert (graded["root"] / "work" / "flood" / "synthetic" / NAME).stat().st_size < 3 * 2**20
 
 
 def test_feedback_says_why_points_were_lost(graded):
