@@ -528,3 +528,31 @@ def test_a_kernel_that_cannot_start_is_a_grader_error_not_a_zero(tmp_path):
                               kernel_name="no-such-kernel")
     assert result.status == "grader error" and result.total == 0
     assert "could not start a kernel" in " ".join(result.notes)
+
+
+def test_a_choice_exercise_is_graded_by_its_value(tmp_path):
+    """kind="value": the answer is a function without arguments; right 1 point, wrong and stub 0."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _code("from course_utils import checks"),
+        _code(f'def larger_number() -> str:\n    """"2**10" or "10**3"."""\n    {grading.BEGIN_SOLUTION}\n'
+              f'    return "2**10"\n    {grading.END_SOLUTION}\n', grade_id="ex-demo-larger", solution=True),
+        _code('larger = checks.check_exercise("ex-demo-larger", larger_number)\nprint("using", larger)',
+              grade_id="ex-demo-larger-check", grade=True, locked=True, points=1),
+    ]
+    source = tmp_path / "source" / "choice.ipynb"
+    source.parent.mkdir()
+    source.write_text(nbformat.writes(nb), encoding="utf-8")
+    (released,) = grading.release([source], tmp_path / "release")
+    for student, answer in (("right", "2 ** 10"), ("wrong", "10**3"), ("stub", None)):
+        folder = tmp_path / "submitted" / student
+        folder.mkdir(parents=True)
+        text = json.loads(released.read_text(encoding="utf-8"))
+        if answer is not None:
+            text["cells"][2]["source"] = f"def larger_number():\n    return {answer!r}\n"
+        (folder / "choice.ipynb").write_text(json.dumps(text), encoding="utf-8")
+    grades = {g.student: g for g in grade_class([source], tmp_path / "submitted", tmp_path / "grades.csv",
+                                                limits=Limits(cell_seconds=60), jobs=2)}
+    assert {s: g.total for s, g in grades.items()} == {"right": 1, "wrong": 0, "stub": 0}
+    assert "expected '2**10', found '10**3'" in grades["wrong"].exercises[0].message
+    assert "not solved yet" in grades["stub"].exercises[0].message
