@@ -3,7 +3,7 @@
 No notebook of the course uses them.
 
 They are the templates of docs/teaching.md ("How an exercise is written") and the exercises of
-the grader's own tests (tests/test_grading.py), whose kernels must find it in the registry.
+the grader's own tests (tests/test_grading.py), whose kernels must find them in the registry.
 """
 
 from __future__ import annotations
