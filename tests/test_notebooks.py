@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils import grading
-from course_utils.checks import ExerciseCheckError
+from course_grader import markers as grading
+from course_grader.contract import get_spec
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -71,16 +71,47 @@ EXERCISES = [
 
 
 @pytest.mark.parametrize("path,exercise", EXERCISES, ids=lambda v: getattr(v, "grade_id", getattr(v, "name", "")))
-def test_check_fails_on_stub_and_passes_on_solution(path, exercise):
+def test_answer_is_inside_a_function_so_the_stub_never_stops_run_all(path, exercise):
     nb = nbformat.read(path, as_version=4)
+    for line in nb.cells[exercise.solution_cell].source.splitlines():
+        if grading.BEGIN_SOLUTION in line:
+            assert line.startswith((" ", "\t")), (
+                f"{exercise.grade_id}: the solution region must be inside a function body; at the top level the "
+                "released `raise NotImplementedError()` would stop Run All")
+
+
+@pytest.mark.parametrize("path,exercise", EXERCISES, ids=lambda v: getattr(v, "grade_id", getattr(v, "name", "")))
+def test_check_passes_the_solution_and_never_raises_on_the_stub(path, exercise, capsys):
+    """The check cell prints ✓ for the solution and returns it; for the stub it says 'not solved
+    yet, 0 points' and returns the course's reference, which later cells then use. It never raises."""
+    nb = nbformat.read(path, as_version=4)
+    spec = get_spec(exercise.grade_id)
     solution = nb.cells[exercise.solution_cell].source
     check = nb.cells[exercise.check_cell].source
+    assert f'checks.check_exercise("{exercise.grade_id}", {spec.answer})' in check, \
+        "the check cell calls checks.check_exercise with the exercise's grade id and answer name"
 
     namespace = _setup_namespace(nb)
     exec(compile(solution, "<solution>", "exec"), namespace)
-    exec(compile(check, "<check with hidden tests>", "exec"), namespace)  # the solution passes all tests
+    capsys.readouterr()
+    exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
+    assert f"✓ {exercise.grade_id}" in capsys.readouterr().out
+    used = namespace[check.split("=")[0].split("\n")[-1].strip()]
+    assert used is not spec.reference
 
     namespace = _setup_namespace(nb)
     exec(compile(grading.stub_solutions(solution), "<stub>", "exec"), namespace)
-    with pytest.raises(ExerciseCheckError, match="not implemented yet"):
-        exec(compile(grading.remove_hidden_tests(check), "<visible check>", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "not solved yet, 0 points" in out and "reference implementation" in out
+    assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference
+
+    namespace = _setup_namespace(nb)  # a wrong answer: the check shows the failing cases, never raises
+    wrong = grading.stub_solutions(solution).replace("raise NotImplementedError()", "return 0")
+    exec(compile(wrong, "<wrong>", "exec"), namespace)
+    capsys.readouterr()
+    exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert f"✗ {exercise.grade_id}: " in out and "visible cases are wrong" in out and "reference implementation" in out
+    assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference

@@ -1,6 +1,8 @@
 import pytest
 
-from course_utils import grading
+from course_grader import markers as grading
+from course_grader.batch import find_submissions
+from course_grader.execution import error_message
 
 SOLUTION = '''def f(x):
     """Doc."""
@@ -164,11 +166,9 @@ def test_restore_drops_outputs_and_cell_tags():
 
 
 def test_error_messages_for_feedback():
-    assert grading._error_message("ExerciseCheckError", "[ex] case: expected 1, found 2.\nHint: h", []) == \
-        "[ex] case: expected 1, found 2.\nHint: h"
     traceback = ["\x1b[0;31m-----\x1b[0m", "Cell \x1b[0;32mIn[3], line 2\x1b[0m", "\x1b[0;31mRuntimeError\x1b[0m: boom"]
-    assert grading._error_message("RuntimeError", "boom", traceback) == "RuntimeError: boom"
-    assert grading._error_message("KeyError", "'a'", []) == "KeyError: 'a'"
+    assert error_message("RuntimeError", "boom", traceback) == "RuntimeError: boom"
+    assert error_message("KeyError", "'a'", []) == "KeyError: 'a'"
 
 
 def test_find_submissions_layout(tmp_path):
@@ -180,10 +180,10 @@ def test_find_submissions_layout(tmp_path):
     (tmp_path / "bob" / "unzipped" / ".ipynb_checkpoints" / "nb.ipynb").write_text("{}")
     (tmp_path / "carol").mkdir()
     (tmp_path / "loose.ipynb").write_text("{}")
-    found, warnings = grading.find_submissions(tmp_path, ["nb.ipynb"])
+    found, warnings = find_submissions(tmp_path, ["nb.ipynb"])
     assert found == {"alice": {"nb.ipynb": tmp_path / "alice" / "nb.ipynb"},
                      "bob": {"nb.ipynb": tmp_path / "bob" / "unzipped" / "nb.ipynb"}, "carol": {}}
     assert "other.ipynb" in warnings["alice"][0] and "unzipped" in warnings["bob"][0]
     assert "loose.ipynb" in warnings[""][0]
     with pytest.raises(FileNotFoundError, match="no such submissions folder"):
-        grading.find_submissions(tmp_path / "nope", ["nb.ipynb"])
+        find_submissions(tmp_path / "nope", ["nb.ipynb"])

@@ -1,0 +1,76 @@
+"""Run All never stops: every released notebook runs top to bottom in fast mode with its stubs
+(errors not allowed), and notebook 00 also with wrong answers in every exercise.
+
+Each exercise's check then says "not solved yet, 0 points" (or what is wrong) and the later
+cells go on with the course's reference implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from course_grader import markers
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+WRONG = "return 0  # a wrong answer"
+
+
+_EXECUTE = """
+import sys, nbformat
+from nbclient import NotebookClient
+node = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(node, timeout=900, kernel_name="python3", allow_errors=False,
+               resources={"metadata": {"path": sys.argv[2]}}).execute()
+nbformat.write(node, sys.argv[1])
+"""
+
+
+def _run(notebook: dict, cwd: Path, tmp_path: Path) -> nbformat.NotebookNode:
+    """Execute in a fresh process (nbclient's event loop, once per notebook); errors are not allowed."""
+    path = tmp_path / "run.ipynb"
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-c", _EXECUTE, str(path), str(cwd)], capture_output=True, text=True,
+                         timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return nbformat.read(path, as_version=4)
+
+
+def _outputs(node: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for cell in node.cells if cell.cell_type == "code" for out in cell.outputs)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("released")
+    return {path.name: path for path in markers.release(NOTEBOOKS, out)}
+
+
+@pytest.mark.parametrize("name", [path.name for path in NOTEBOOKS])
+def test_released_notebook_runs_to_the_end_with_its_stubs(name, released, tmp_path):
+    notebook = json.loads(released[name].read_text(encoding="utf-8"))
+    node = _run(notebook, REPO / "notebooks", tmp_path)
+    text = _outputs(node)
+    exercises = markers.find_exercises(json.loads((REPO / "notebooks" / name).read_text(encoding="utf-8")))
+    for exercise in exercises:
+        assert f"✗ {exercise.grade_id}: not solved yet, 0 points" in text
+    assert text.count("the next cells use the course's reference implementation") == len(exercises)
+
+
+def test_notebook_00_runs_to_the_end_with_wrong_answers(released, tmp_path):
+    name = NOTEBOOKS[0].name
+    notebook = json.loads(released[name].read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
+            cell["source"] = "".join(cell["source"]).replace("raise NotImplementedError()", WRONG)
+    text = _outputs(_run(notebook, REPO / "notebooks", tmp_path))
+    for exercise in markers.find_exercises(json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))):
+        assert f"✗ {exercise.grade_id}: " in text and "visible cases are wrong" in text
+    assert "expected" in text and "Hint:" in text
