@@ -35,8 +35,7 @@ __all__ = [
     "Case",
     "ExerciseSpec",
     "register",
-    "get_spec",
-    "all_specs",
+    "registered_specs",
     "call_function",
     "read_value",
     "to_plain",
@@ -109,27 +108,8 @@ def register(spec: ExerciseSpec) -> ExerciseSpec:
     return spec
 
 
-def _load_declarations() -> None:
-    from . import exercises  # noqa: F401  (importing it registers the course's exercises)
-
-
-def get_spec(grade_id: str) -> ExerciseSpec:
-    """The declaration of exercise ``grade_id``.
-
-    Raises:
-        KeyError: no exercise module declares it (say where declarations go).
-    """
-    _load_declarations()
-    try:
-        return _REGISTRY[grade_id]
-    except KeyError:
-        raise KeyError(f"no declaration for exercise {grade_id!r}: add an ExerciseSpec to a module of "
-                       "course_grader/exercises/ (docs/teaching.md, 'How an exercise is written')") from None
-
-
-def all_specs() -> dict[str, ExerciseSpec]:
-    """Every registered declaration by grade id."""
-    _load_declarations()
+def registered_specs() -> dict[str, ExerciseSpec]:
+    """The declarations registered so far, by grade id (``course_grader.exercises`` registers the course's)."""
     return dict(_REGISTRY)
 
 

@@ -45,7 +45,8 @@ def _write(path: str, records: list[dict]) -> None:
 
 def run(namespace: dict, grade_id: str, cases_path: str, out_path: str, seconds_per_case: float = 30.0) -> str:
     """Evaluate ``namespace[spec.answer]`` on every case of ``cases_path``; returns ``"done"``."""
-    from .contract import Case, decode, get_spec
+    from .contract import Case, decode
+    from .exercises import get_spec
 
     spec = get_spec(grade_id)
     with open(cases_path, encoding="utf-8") as handle:

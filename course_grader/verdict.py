@@ -29,7 +29,8 @@ import numpy as np
 
 from course_utils.files import atomic_write_bytes
 
-from .contract import Case, ExerciseSpec, encode, get_spec
+from .contract import Case, ExerciseSpec, encode
+from .exercises import get_spec
 from .execution import Execution, Probe, execute, kernel_env, run_coroutine
 from .markers import (cell_text, find_exercises, grade_id_of, notebook_bytes, remove_hidden_tests,
                       restore_locked_cells, stub_solutions)

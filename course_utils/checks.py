@@ -79,7 +79,8 @@ def check_exercise(grade_id: str, answer: Any) -> Any:
         reference implementation (function or value), announced in one line.
     """
     try:
-        from course_grader.contract import VISIBLE_SEED, get_spec
+        from course_grader.contract import VISIBLE_SEED
+        from course_grader.exercises import get_spec
 
         spec = get_spec(grade_id)
         cases = spec.draw(np.random.default_rng(VISIBLE_SEED))

@@ -16,7 +16,8 @@ import pytest
 
 from course_grader import markers
 from course_grader.batch import parse_shard, shard_students
-from course_grader.contract import Case, ExerciseSpec, all_specs, close_to, decode, encode, equal_to, get_spec
+from course_grader.contract import Case, ExerciseSpec, close_to, decode, encode, equal_to
+from course_grader.exercises import all_specs, get_spec
 from course_grader.reports import LatePolicy, csv_bytes, exercise_columns, merge_csvs, read_csv, read_timestamps
 from course_grader.sandbox import Limits, bwrap_works, choose_mode, interpreter_reachable_by_others
 from course_grader.tamper import names_used, scan_cell

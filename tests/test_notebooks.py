@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from course_grader import markers as grading
-from course_grader.contract import get_spec
+from course_grader.exercises import get_spec
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("course_utils", "data_download", "benchmarks")
+PACKAGES = ("course_utils", "course_grader", "data_download", "benchmarks")
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
