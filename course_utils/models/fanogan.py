@@ -24,6 +24,9 @@ Pipeline, for images x in [0, 1] of shape (N, C, S, S), S = 28 or 32:
    - ``"izi"``: (1/n) ||x - G(E(x))||^2 on real images (n = C S S pixels);
    - ``"izif"``: (1/n) ||x - G(E(x))||^2 + kappa / n_d ||f(x) - f(G(E(x)))||^2, f = the
      critic's last hidden features (n_d of them).
+
+   ``image_loss="ssim"`` replaces the image term (1/n) ||x - G(E(x))||^2 of izi / izif by
+   1 - SSIM(x, G(E(x))) (the lecture's exercise; notebook 02 compares the two encoders).
 3. **Score** (higher = more anomalous), the same two terms:
 
        A(x) = A_R(x) + kappa A_D(x),  A_R = (1/n) ||x - G(E(x))||^2,  A_D = (1/n_d) ||f(x) - f(G(E(x)))||^2,
@@ -66,6 +69,7 @@ __all__ = [
     "FAnoGANDetector",
     "critic_loss_bound",
     "ENCODER_MODES",
+    "ENCODER_IMAGE_LOSSES",
     "SCORES",
     "GP_LAMBDA",
     "N_CRITIC",
@@ -76,6 +80,7 @@ __all__ = [
 ]
 
 ENCODER_MODES = ("ziz", "izi", "izif")
+ENCODER_IMAGE_LOSSES = ("mse", "ssim")  # image term of the izi / izif encoder loss
 SCORES = ("mse", "ssim")
 GP_LAMBDA = 10.0  # gradient-penalty weight lambda (Gulrajani et al. 2017)
 N_CRITIC = 5  # critic steps per generator step
@@ -281,7 +286,8 @@ def _mean_sq(a: Tensor, b: Tensor) -> Tensor:
 
 
 def encoder_loss(
-    mode: str, encoder: nn.Module, gan: WGAN, x: Tensor, *, kappa: float = 1.0, z: Tensor | None = None
+    mode: str, encoder: nn.Module, gan: WGAN, x: Tensor, *, kappa: float = 1.0, z: Tensor | None = None,
+    image_loss: str = "mse",
 ) -> dict[str, Tensor]:
     """The encoder training losses of Schlegl et al. 2019 (G and D are used, not trained).
 
@@ -291,6 +297,8 @@ def encoder_loss(
 
     Args:
         x: real images (N, C, S, S) in [0, 1].
+        image_loss: the image term of izi / izif, ``"mse"`` (above) or ``"ssim"``:
+            1 - SSIM(x, G(E(x))) per image (in [0, 2]), averaged over the batch.
 
     Returns:
         ``{"loss": batch mean, "image": image term, "feature": feature term}`` (the terms
@@ -298,13 +306,15 @@ def encoder_loss(
     """
     if mode not in ENCODER_MODES:
         raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
+    if image_loss not in ENCODER_IMAGE_LOSSES:
+        raise ValueError(f"image_loss must be one of {ENCODER_IMAGE_LOSSES}, got {image_loss!r}")
     if mode == "ziz":
         if z is None:
             z = sample_latent(x.shape[0], gan.latent_dim, device=x.device)
         lat = _mean_sq(z, encoder(gan.generator(z))).mean()
         return {"loss": lat, "latent": lat.detach()}
     x_rec = gan.generator(encoder(x))
-    image = _mean_sq(x, x_rec).mean()
+    image = (_mean_sq(x, x_rec) if image_loss == "mse" else ssim_score(x, x_rec)).mean()
     if mode == "izi":
         return {"loss": image, "image": image.detach()}
     feature = _mean_sq(gan.critic.features(x), gan.critic.features(x_rec)).mean()
@@ -393,6 +403,8 @@ class FAnoGANDetector:
         mode: encoder training, ``"ziz"``, ``"izi"`` or ``"izif"``.
         score: image term of the score, ``"mse"`` (f-AnoGAN's A_R) or ``"ssim"`` (1 - SSIM).
         kappa: weight of the feature term, in training (izif) and scoring.
+        encoder_image_loss: image term of the izi / izif encoder loss, ``"mse"`` (Schlegl et
+            al. 2019) or ``"ssim"`` (1 - SSIM); see :func:`encoder_loss`.
         latent_dim, width: see :class:`Generator` / :class:`Critic`.
         gan_iters: generator iterations; the critic takes ``N_CRITIC`` (5) steps per
             generator step, each on its own batch of real images.
@@ -416,6 +428,7 @@ class FAnoGANDetector:
         score: str = "mse",
         *,
         kappa: float = 1.0,
+        encoder_image_loss: str = "mse",
         latent_dim: int = 128,
         width: int = 16,
         gan_iters: int = 400,
@@ -435,12 +448,15 @@ class FAnoGANDetector:
             raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if encoder_image_loss not in ENCODER_IMAGE_LOSSES:
+            raise ValueError(f"encoder_image_loss must be one of {ENCODER_IMAGE_LOSSES}, got {encoder_image_loss!r}")
         if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
             raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
         for name, value in (("gan_iters", gan_iters), ("encoder_steps", encoder_steps), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.mode, self.score_kind, self.kappa = mode, score, float(kappa)
+        self.encoder_image_loss = encoder_image_loss
         self.latent_dim, self.width = latent_dim, width
         self.gan_iters, self.encoder_steps, self.batch_size = gan_iters, encoder_steps, batch_size
         self.lr, self.encoder_lr, self.seed = float(lr), float(encoder_lr), seed
@@ -468,12 +484,19 @@ class FAnoGANDetector:
         }
 
     def encoder_config(self, train_images: Tensor) -> dict:
-        """The GAN's config plus the encoder's settings (kappa only matters for izif)."""
-        return {
+        """The GAN's config plus the encoder's settings (kappa only matters for izif).
+
+        The image loss is part of the key only when it is not the default, so that the MSE
+        encoders keep the keys (and cached checkpoints) they had before it became a setting.
+        """
+        config = {
             "gan": self.gan_config(train_images), "model": "fanogan-encoder-v1", "mode": self.mode,
             "kappa": self.kappa if self.mode == "izif" else None, "steps": self.encoder_steps,
             "lr": self.encoder_lr, "batch_size": self.batch_size, "seed": self.seed,
         }
+        if self.encoder_image_loss != "mse" and self.mode != "ziz":
+            config["image_loss"] = self.encoder_image_loss
+        return config
 
     # ---------------------------------------------------------------- training
     def fit(self, train_images: Tensor) -> "FAnoGANDetector":
@@ -549,7 +572,7 @@ class FAnoGANDetector:
         course_config.seed_everything(self.seed + 1)
         encoder = Encoder(self.latent_dim, self.width, size, channels).to(self.device)
         self.encoder = encoder
-        mode, kappa = self.mode, self.kappa
+        mode, kappa, image_loss = self.mode, self.kappa, self.encoder_image_loss
 
         class _EncoderOnly(nn.Module):
             # train() moves, switches modes and optimises its model; G and D stay frozen in eval mode.
@@ -561,17 +584,18 @@ class FAnoGANDetector:
 
         def loss_fn(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             (x,) = batch
-            return encoder_loss(mode, model.encoder, gan, x, kappa=kappa)
+            return encoder_loss(mode, model.encoder, gan, x, kappa=kappa, image_loss=image_loss)
 
         def train_fn():
             return train(wrapper, loss_fn, train_images, steps=self.encoder_steps, lr=self.encoder_lr,
                          batch_size=self.batch_size, seed=self.seed, device=self.device, progress=self.progress,
-                         desc=f"encoder ({mode})")
+                         desc=f"encoder ({mode}, {image_loss} image loss)")
 
         cfg = self.encoder_config(train_images)
         if self.cache:
             self.encoder_history, self.loaded_from_cache["encoder"] = train_or_load(
-                encoder, f"fanogan-enc-{mode}-d{self.latent_dim}", cfg, train_fn, verbose=False)
+                encoder, f"fanogan-enc-{mode}{'-ssim' if 'image_loss' in cfg else ''}-d{self.latent_dim}", cfg,
+                train_fn, verbose=False)
         else:
             self.encoder_history, self.loaded_from_cache["encoder"] = train_fn(), False
         encoder.eval()
