@@ -37,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["Limits", "MODES", "choose_mode", "bwrap_works", "kernel_spec_dir", "KERNEL_NAME", "main"]
+__all__ = ["Limits", "MODES", "choose_mode", "bwrap_works", "interpreter_reachable_by_others", "kernel_spec_dir", "KERNEL_NAME", "main"]
 
 MODES = ("auto", "bwrap", "user", "none")
 KERNEL_NAME = "course-grading"
@@ -74,6 +74,12 @@ def _apply_limits(limits: Limits) -> None:
     set_limit(resource.RLIMIT_FSIZE, None if limits.file_mb is None else limits.file_mb * 2**20)
 
 
+def interpreter_reachable_by_others() -> bool:
+    """Whether another user ('nobody') can run this Python: every folder above it is passable."""
+    path = Path(os.path.realpath(sys.executable))
+    return all(p.stat().st_mode & 0o001 for p in path.parents) and bool(path.stat().st_mode & 0o001)
+
+
 @lru_cache(maxsize=None)
 def bwrap_works() -> bool:
     """Whether ``bwrap`` is installed and can build a sandbox here (namespaces allowed)."""
@@ -102,12 +108,16 @@ def choose_mode(requested: str) -> str:
         raise ValueError(f"unknown sandbox mode {requested!r}; choose one of {', '.join(MODES)}")
     mode = requested
     if requested == "auto":
-        mode = "bwrap" if bwrap_works() else "user" if os.geteuid() == 0 else "none"
+        mode = ("bwrap" if bwrap_works() else
+                "user" if os.geteuid() == 0 and interpreter_reachable_by_others() else "none")
     if mode == "bwrap" and not bwrap_works():
         raise ValueError("--sandbox bwrap: bubblewrap is missing or cannot create namespaces here "
                          "(apt-get install bubblewrap; in a container, allow user namespaces)")
     if mode == "user" and os.geteuid() != 0:
         raise ValueError("--sandbox user needs the grader to run as root (it switches the kernel to 'nobody')")
+    if mode == "user" and not interpreter_reachable_by_others():
+        raise ValueError(f"--sandbox user: 'nobody' cannot run {os.path.realpath(sys.executable)} (a folder above "
+                         "it is private, e.g. /root); install the course's Python where every user can read it")
     if mode == "none" and "none" not in _warned:
         _warned.add("none")
         message = ("grading without isolation: submissions run as your user and can read and write your files "

@@ -94,6 +94,8 @@ def _dotted(node: ast.AST) -> str:
         node = node.value
     if isinstance(node, ast.Name):
         parts.append(node.id)
+    elif parts:
+        parts.append("(...)")  # a method of a computed object: `model.eval()` is not the builtin eval
     return ".".join(reversed(parts))
 
 
@@ -138,7 +140,9 @@ def scan_cell(index: int, source: str, protected: set[str]) -> list[Finding]:
                 target = alias.asname or alias.name.split(".")[0]
                 module = alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
                 aliases[target] = module
-                bind(target, "rebinds (import)")
+                if not (module.split(".")[0] == "course_utils" and module.rsplit(".", 1)[-1] == target.split(".")[0]
+                        or module == target == "course_utils"):
+                    bind(target, "rebinds (import)")  # re-importing the course's own module is harmless
             for module in modules:
                 top = module.split(".")[0]
                 if module not in _ALLOWED_MODULES and (module in _FORBIDDEN_MODULES or top in _FORBIDDEN_MODULES):

@@ -103,6 +103,6 @@ def check_exercise(grade_id: str, answer: Any) -> Any:
     summary = f" ({spec.summary})" if spec.summary else ""
     print(f"✓ {grade_id}: all {len(cases)} visible cases pass{summary}. Grading runs new random cases of the "
           "same kinds.")
-    if spec.kind == "function" and callable(answer):
-        return _Guarded(answer, spec.reference, spec.answer)
-    return answer
+    if spec.kind == "value":
+        return answer() if callable(answer) else answer
+    return _Guarded(answer, spec.reference, spec.answer)
