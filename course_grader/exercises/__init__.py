@@ -6,3 +6,4 @@ exercise is written", walks through it.
 """
 
 from . import aeflow, autoencoder, basics, demo, fanogan, glow  # noqa: F401  (registration happens on import)
+from . import encoder_loss, predictions  # noqa: F401  (prediction exercises; the SSIM encoder loss)
