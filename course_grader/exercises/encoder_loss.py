@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..contract import Case, ExerciseSpec, close_to, register, to_plain
-from .fanogan import _smooth
+from .fanogan import FANOGAN_SSIM_SCORE
 
 
 def izif_ssim_loss_reference(x, x_rec, f_x, f_rec, kappa: float = 1.0):
@@ -24,22 +24,6 @@ def izif_ssim_loss_reference(x, x_rec, f_x, f_rec, kappa: float = 1.0):
     from course_utils.models.autoencoder import ssim_score
 
     return (ssim_score(x, x_rec) + kappa * (f_x - f_rec).square().mean(1)).mean()
-
-
-def _cases(rng: np.random.Generator) -> list[Case]:
-    x = _smooth(rng, 4, 28)
-    x_rec = np.clip(x + 0.1 * rng.normal(size=x.shape), 0, 1)
-    f_x, f_rec = rng.normal(size=(4, 16)), rng.normal(size=(4, 16))
-    return [
-        Case("perfect reconstruction, equal features (loss 0)", (x, x.copy(), f_x, f_x.copy(), 1.0)),
-        Case("noisy reconstruction, kappa 1", (x, x_rec, f_x, f_rec, 1.0)),
-        Case("kappa 0: the image term only", (x, x_rec, f_x, f_rec, 0.0)),
-        Case("kappa 0.25, 6 images with 32 features", (_smooth(rng, 6, 28), _smooth(rng, 6, 28),
-                                                        rng.normal(size=(6, 32)), rng.normal(size=(6, 32)), 0.25)),
-        Case("32 px images, kappa 2", (_smooth(rng, 3, 32), _smooth(rng, 3, 32), rng.normal(size=(3, 8)),
-                                       rng.normal(size=(3, 8)), 2.0)),
-        Case("one image", (x[:1], x_rec[:1], f_x[:1], f_rec[:1], 1.0)),
-    ]
 
 
 def _harness(spec: ExerciseSpec, fn, case: Case):
@@ -97,5 +81,7 @@ def _compare(case: Case, expected, found) -> str | None:
 
 
 IZIF_SSIM_LOSS = register(ExerciseSpec(
-    grade_id="ex-izif-ssim-loss", answer="izif_ssim_loss", draw=_cases, reference=izif_ssim_loss_reference,
+    # the same arguments as the SSIM score of exercise 2, so the same cases (the loss is their batch mean)
+    grade_id="ex-izif-ssim-loss", answer="izif_ssim_loss", draw=FANOGAN_SSIM_SCORE.draw,
+    reference=izif_ssim_loss_reference,
     harness=_harness, compare=_compare, summary="value and gradients agree with the reference"))
