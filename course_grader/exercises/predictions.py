@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import Case, ExerciseSpec, equal_to, register
+from ..contract import Case, ExerciseSpec, register
 
 __all__ = ["benchmark_record", "BENCHMARK_CHOICES"]
 
@@ -53,14 +53,34 @@ def _text(value: Any) -> str:
 
 
 def _choice_from(options: tuple[str, ...]):
-    """``normalise`` for one choice among ``options`` (anything else compares unequal)."""
+    """``normalise`` for one choice among ``options``: the option as spelled there (anything else raises)."""
+    canonical = {_text(o): o for o in options}
+
     def normalise(value: Any) -> str:
-        text = _text(value)
-        if text not in {_text(o) for o in options}:
-            raise ValueError(f"not one of {options}")
-        return text
+        try:
+            return canonical[_text(value)]
+        except KeyError:
+            raise ValueError(f"not one of {options}") from None
 
     return normalise
+
+
+def same_choice(normalise, hint: str):
+    """A comparison like ``contract.equal_to`` that shows both answers in their normalised form
+    (the class 6, not the 6.0 that the plain-data transport makes of it)."""
+    def compare(case: Case, expected: Any, found: Any) -> str | None:
+        right = normalise(expected)
+        try:
+            shown = normalise(found)
+        except Exception:  # not a valid answer at all: show it as it came
+            return f"{case.name}: expected {right!r}, found {found!r}, which is not one of the options.\nHint: {hint}"
+        if shown == right:
+            return None
+        if isinstance(right, frozenset):
+            right, shown = sorted(right), sorted(shown)
+        return f"{case.name}: expected {right!r}, found {shown!r}.\nHint: {hint}"
+
+    return compare
 
 
 # --------------------------------------------------------------------------- 00: the hardest class
@@ -77,7 +97,7 @@ def hardest_fashion_class() -> int:
 HARDEST_CLASS = register(ExerciseSpec(
     grade_id="ex-predict-hardest-class", answer="predicted_hardest_class", draw=_one_case,
     reference=hardest_fashion_class, kind="value",
-    compare=equal_to(normalise=_choice_from(tuple(str(c) for c in range(10))), hint=(
+    compare=same_choice(_choice_from(tuple(str(c) for c in range(10))), (
         "a class is hard when images of other classes look like its own normal images in pixel space: which "
         "class's images contain the shapes of several other classes? The table of section 6 verifies it")),
     summary="the benchmarks agree"))
@@ -111,7 +131,7 @@ def _per_dataset(options: tuple[str, ...]):
 BETTER_LOSS = register(ExerciseSpec(
     grade_id="ex-predict-better-loss", answer="predicted_better_loss", draw=_one_case,
     reference=better_loss_per_dataset, kind="value",
-    compare=equal_to(normalise=_per_dataset(LOSSES), hint=(
+    compare=same_choice(_per_dataset(LOSSES), (
         'return {"mnist": "l2" or "ssim", "fashion-mnist": "l2" or "ssim"}. Think about what each distance '
         "sees: SSIM compares local structure in 11 px windows, the squared error compares intensities everywhere "
         "(silhouettes and large uniform areas)")),
@@ -136,7 +156,7 @@ def ssim_score_gain() -> str:
 SSIM_SCORE_GAIN = register(ExerciseSpec(
     grade_id="ex-predict-ssim-score-gain", answer="predicted_ssim_score_gain", draw=_one_case,
     reference=ssim_score_gain, kind="value",
-    compare=equal_to(normalise=_choice_from(GAIN_OPTIONS), hint=(
+    compare=same_choice(_choice_from(GAIN_OPTIONS), (
         'one of "mnist", "fashion-mnist", "both", "neither". Notebook 01 compared the same two distances for '
         "autoencoders; the f-AnoGAN models are different, the images are the same")),
     summary="the benchmarks agree"))
@@ -162,7 +182,7 @@ def _codec_choice(value: Any) -> str:
 BEST_CODEC = register(ExerciseSpec(
     grade_id="ex-predict-best-codec", answer="predicted_best_codec", draw=_one_case,
     reference=best_codec, kind="value",
-    compare=equal_to(normalise=_codec_choice, hint=(
+    compare=same_choice(_codec_choice, (
         'one of "png", "webp", "jpeg2000", "zlib", "bz2", "lzma". L(x) should estimate what any model of small '
         "grayscale images pays: a codec that sees the 2-D neighbourhood of a pixel predicts it better than one "
         "that reads a 1-D string of bytes")),
@@ -203,7 +223,7 @@ def _option_set(value: Any) -> frozenset[str]:
 BELOW_CHANCE = register(ExerciseSpec(
     grade_id="ex-predict-below-chance", answer="predicted_below_chance", draw=_one_case,
     reference=scores_below_chance, kind="value",
-    compare=equal_to(normalise=_option_set, hint=(
+    compare=same_choice(_option_set, (
         f"a list of some of {list(BELOW_CHANCE_OPTIONS)}. A score is below chance when pneumonia images get "
         "*lower* scores than normal ones; at 28 px pneumonia X-rays are the smoother, simpler images. Which "
         "scores mostly measure how hard an image is to reproduce pixel by pixel?")),
