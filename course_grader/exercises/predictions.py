@@ -225,8 +225,9 @@ BELOW_CHANCE = register(ExerciseSpec(
     reference=scores_below_chance, kind="value",
     compare=same_choice(_option_set, (
         f"a list of some of {list(BELOW_CHANCE_OPTIONS)}. A score is below chance when pneumonia images get "
-        "*lower* scores than normal ones; at 28 px pneumonia X-rays are the smoother, simpler images. Which "
-        "scores mostly measure how hard an image is to reproduce pixel by pixel?")),
+        "*lower* scores than normal ones; at 28 px pneumonia X-rays are the smoother, simpler images. L(x) "
+        "counts the bits an image costs; which score adds up raw pixel errors, which grow with texture and "
+        "contrast whatever the image shows?")),
     summary="the benchmark agrees"))
 
 BENCHMARK_CHOICES = (HARDEST_CLASS, BETTER_LOSS, SSIM_SCORE_GAIN, BEST_CODEC, BELOW_CHANCE)
