@@ -43,9 +43,11 @@ def test_notebook_follows_the_template(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_has_at_least_two_graded_exercises(path):
+def test_notebook_has_at_least_three_graded_exercises_one_a_prediction(path):
     exercises = grading.find_exercises(json.loads(path.read_text()))
-    assert len(exercises) >= 2, f"{path.name} has {len(exercises)} exercises, needs >= 2"
+    assert len(exercises) >= 3, f"{path.name} has {len(exercises)} exercises, needs >= 3"
+    assert any(get_spec(e.grade_id).kind == "value" for e in exercises), \
+        f"{path.name} needs a prediction or choice exercise (kind='value'), graded automatically"
     for exercise in exercises:
         assert exercise.points > 0
         assert exercise.check_cell > exercise.solution_cell
