@@ -257,3 +257,29 @@ def test_protocol_registers_both_methods_with_one_training():
     assert a.cache_config(x, "gan") == b.cache_config(x, "gan") and a.cache_config(x, "encoder") == b.cache_config(x, "encoder")
     full = protocol.METHODS["fanogan"](protocol.MethodContext(0, False))
     assert full.settings.gan_iters == fa.FULL_SETTINGS.gan_iters and full.mode == "izif"
+
+
+@torch.no_grad()
+def test_ssim_image_loss_replaces_the_squared_error_and_has_its_own_checkpoint_key():
+    from pytorch_msssim import ssim
+
+    seed_everything(2)
+    gan, encoder = fa.WGAN(8, 4).eval(), fa.Encoder(8, 4)
+    x = _images(4)
+    x_rec = gan.generator(encoder(x))
+    image = 1 - ssim(x, x_rec, data_range=1.0, size_average=False)        # independent of course_utils' SSIM
+    f_x, f_r = gan.critic.features(x), gan.critic.features(x_rec)
+    feature = (f_x - f_r).square().mean(1)
+    out = fa.encoder_loss("izif", encoder, gan, x, kappa=0.5, image_loss="ssim")
+    assert float(out["loss"]) == pytest.approx(float((image + 0.5 * feature).mean()), rel=1e-4)
+    assert float(fa.encoder_loss("izi", encoder, gan, x, image_loss="ssim")["loss"]) == pytest.approx(
+        float(image.mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="image_loss"):
+        fa.encoder_loss("izif", encoder, gan, x, image_loss="l1")
+    with pytest.raises(ValueError, match="encoder_image_loss"):
+        fa.FAnoGANDetector(encoder_image_loss="l1")
+    mse, ssim_det = fa.FAnoGANDetector(), fa.FAnoGANDetector(encoder_image_loss="ssim")
+    assert "image_loss" not in mse.cache_config(x, "encoder")             # the MSE encoders keep their cache keys
+    assert ssim_det.cache_config(x, "encoder") == {**mse.cache_config(x, "encoder"), "image_loss": "ssim"}
+    assert fa.FAnoGANDetector("ziz", encoder_image_loss="ssim").cache_config(x, "encoder") == \
+        fa.FAnoGANDetector("ziz").cache_config(x, "encoder")              # ziz has no image term

@@ -474,7 +474,7 @@ def _exercises_only(nb: dict) -> dict:
     return nb
 
 
-def test_notebook_00_stub_scores_0_and_solution_scores_4(tmp_path):
+def test_notebook_00_stub_scores_0_and_solution_scores_full_points(tmp_path):
     source_dir = tmp_path / "source"
     source_dir.mkdir()
     source = source_dir / NOTEBOOK_00.name
@@ -487,11 +487,13 @@ def test_notebook_00_stub_scores_0_and_solution_scores_4(tmp_path):
     grades = grade_class([source_dir], tmp_path / "submitted", tmp_path / "grades.csv",
                          feedback_dir=tmp_path / "feedback", limits=Limits(cell_seconds=120))
     by_student = {g.student: g for g in grades}
-    assert (by_student["stub"].total, by_student["stub"].max_points) == (0, 4)
-    assert (by_student["solution"].total, by_student["solution"].max_points) == (4, 4)
+    points = sum(e.points for e in grading.find_exercises(trimmed))   # 2 + 2 + 1 (the prediction)
+    assert points == 5
+    assert (by_student["stub"].total, by_student["stub"].max_points) == (0, points)
+    assert (by_student["solution"].total, by_student["solution"].max_points) == (points, points)
     assert by_student["solution"].status == "graded" and not by_student["solution"].cell_errors
     feedback = (tmp_path / "feedback" / "stub.md").read_text(encoding="utf-8")
-    assert feedback.count("not solved yet") >= 2
+    assert feedback.count("not solved yet") >= 3
 
 
 def test_grade_refuses_a_broken_source_before_running_anything(tmp_path):

@@ -43,9 +43,11 @@ def test_notebook_follows_the_template(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_has_at_least_two_graded_exercises(path):
+def test_notebook_has_at_least_three_graded_exercises_one_a_prediction(path):
     exercises = grading.find_exercises(json.loads(path.read_text()))
-    assert len(exercises) >= 2, f"{path.name} has {len(exercises)} exercises, needs >= 2"
+    assert len(exercises) >= 3, f"{path.name} has {len(exercises)} exercises, needs >= 3"
+    assert any(get_spec(e.grade_id).kind == "value" for e in exercises), \
+        f"{path.name} needs a prediction or choice exercise (kind='value'), graded automatically"
     for exercise in exercises:
         assert exercise.points > 0
         assert exercise.check_cell > exercise.solution_cell
@@ -105,7 +107,7 @@ def test_check_passes_the_solution_and_never_raises_on_the_stub(path, exercise, 
     exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
     out = capsys.readouterr().out
     assert "not solved yet, 0 points" in out and "reference implementation" in out
-    assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference
+    _assert_falls_back_to_the_reference(namespace, check, spec)
 
     namespace = _setup_namespace(nb)  # a wrong answer: the check shows the failing cases, never raises
     wrong = grading.stub_solutions(solution).replace("raise NotImplementedError()", "return 0")
@@ -114,4 +116,13 @@ def test_check_passes_the_solution_and_never_raises_on_the_stub(path, exercise, 
     exec(compile(grading.remove_hidden_tests(check), "<check>", "exec"), namespace)
     out = capsys.readouterr().out
     assert f"✗ {exercise.grade_id}: " in out and "visible cases are wrong" in out and "reference implementation" in out
-    assert namespace[check.split("=")[0].split("\n")[-1].strip()] is spec.reference
+    _assert_falls_back_to_the_reference(namespace, check, spec)
+
+
+def _assert_falls_back_to_the_reference(namespace: dict, check: str, spec) -> None:
+    """The name the check cell binds holds the course's reference (a prediction's: the right answer itself)."""
+    fallback = namespace[check.split("=")[0].split("\n")[-1].strip()]
+    if spec.kind == "value":
+        assert fallback == (spec.reference() if callable(spec.reference) else spec.reference)
+    else:
+        assert fallback is spec.reference

@@ -24,6 +24,9 @@ Pipeline, for images x in [0, 1] of shape (N, C, S, S), S = 28 or 32:
    - ``"izi"``: (1/n) ||x - G(E(x))||^2 on real images (n = C S S pixels);
    - ``"izif"``: (1/n) ||x - G(E(x))||^2 + kappa / n_d ||f(x) - f(G(E(x)))||^2, f = the
      critic's last hidden features (n_d of them).
+
+   ``image_loss="ssim"`` replaces the image term (1/n) ||x - G(E(x))||^2 of izi / izif by
+   1 - SSIM(x, G(E(x))) (the lecture's exercise; notebook 02 compares the two encoders).
 3. **Score** (higher = more anomalous), the same two terms:
 
        A(x) = A_R(x) + kappa A_D(x),  A_R = (1/n) ||x - G(E(x))||^2,  A_D = (1/n_d) ||f(x) - f(G(E(x)))||^2,
@@ -71,6 +74,7 @@ __all__ = [
     "FAnoGANSettings",
     "critic_loss_bound",
     "ENCODER_MODES",
+    "ENCODER_IMAGE_LOSSES",
     "SCORES",
     "GP_LAMBDA",
     "N_CRITIC",
@@ -87,6 +91,7 @@ __all__ = [
 GAN_MODEL_VERSION = "fanogan-wgan-gp-v1"
 ENCODER_MODEL_VERSION = "fanogan-encoder-v1"
 ENCODER_MODES = ("ziz", "izi", "izif")
+ENCODER_IMAGE_LOSSES = ("mse", "ssim")  # image term of the izi / izif encoder loss
 SCORES = ("mse", "ssim")
 GP_LAMBDA = 10.0  # gradient-penalty weight lambda (Gulrajani et al. 2017)
 N_CRITIC = 5  # critic steps per generator step
@@ -330,7 +335,8 @@ def _mean_sq(a: Tensor, b: Tensor) -> Tensor:
 
 
 def encoder_loss(
-    mode: str, encoder: nn.Module, gan: WGAN, x: Tensor, *, kappa: float = 1.0, z: Tensor | None = None
+    mode: str, encoder: nn.Module, gan: WGAN, x: Tensor, *, kappa: float = 1.0, z: Tensor | None = None,
+    image_loss: str = "mse",
 ) -> dict[str, Tensor]:
     """The encoder training losses of Schlegl et al. 2019 (G and D are used, not trained).
 
@@ -340,6 +346,8 @@ def encoder_loss(
 
     Args:
         x: real images (N, C, S, S) in [0, 1].
+        image_loss: the image term of izi / izif, ``"mse"`` (above) or ``"ssim"``:
+            1 - SSIM(x, G(E(x))) per image (in [0, 2]), averaged over the batch.
 
     Returns:
         ``{"loss": batch mean, "image": image term, "feature": feature term}`` (the terms
@@ -347,13 +355,15 @@ def encoder_loss(
     """
     if mode not in ENCODER_MODES:
         raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
+    if image_loss not in ENCODER_IMAGE_LOSSES:
+        raise ValueError(f"image_loss must be one of {ENCODER_IMAGE_LOSSES}, got {image_loss!r}")
     if mode == "ziz":
         if z is None:
             z = sample_latent(x.shape[0], gan.latent_dim, device=x.device)
         lat = _mean_sq(z, encoder(gan.generator(z))).mean()
         return {"loss": lat, "latent": lat.detach()}
     x_rec = gan.generator(encoder(x))
-    image = _mean_sq(x, x_rec).mean()
+    image = (_mean_sq(x, x_rec) if image_loss == "mse" else ssim_score(x, x_rec)).mean()
     if mode == "izi":
         return {"loss": image, "image": image.detach()}
     feature = _mean_sq(gan.critic.features(x), gan.critic.features(x_rec)).mean()
@@ -444,6 +454,8 @@ class FAnoGANDetector(Detector):
         score: image term of the score, ``"mse"`` (f-AnoGAN's A_R) or ``"ssim"`` (1 - SSIM).
         settings: model and training settings (default ``FAnoGANSettings()``).
         kappa: weight of the feature term, in training (izif) and scoring.
+        encoder_image_loss: image term of the izi / izif encoder loss, ``"mse"`` (Schlegl et
+            al. 2019) or ``"ssim"`` (1 - SSIM); see :func:`encoder_loss`.
         seed: seeds initialisation, latent draws and shuffling (the encoder: ``seed + 1``).
         device, cache, progress: see :class:`~course_utils.models.base.Detector`.
         on_gan_epoch_end: passed to ``train`` as ``on_epoch_end`` for the GAN (e.g. sample grids).
@@ -459,6 +471,7 @@ class FAnoGANDetector(Detector):
         settings: FAnoGANSettings | None = None,
         *,
         kappa: float = 1.0,
+        encoder_image_loss: str = "mse",
         seed: int = 0,
         device: torch.device | str | None = None,
         cache: bool = True,
@@ -469,8 +482,10 @@ class FAnoGANDetector(Detector):
             raise ValueError(f"mode must be one of {ENCODER_MODES}, got {mode!r}")
         if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not math.isfinite(kappa) or kappa < 0:
             raise ValueError(f"kappa must be a finite number >= 0, got {kappa!r}")
+        if encoder_image_loss not in ENCODER_IMAGE_LOSSES:
+            raise ValueError(f"encoder_image_loss must be one of {ENCODER_IMAGE_LOSSES}, got {encoder_image_loss!r}")
         super().__init__(score, seed=seed, device=device, cache=cache, progress=progress)
-        self.mode, self.kappa = mode, float(kappa)
+        self.mode, self.kappa, self.encoder_image_loss = mode, float(kappa), encoder_image_loss
         self.settings = settings if settings is not None else FAnoGANSettings()
         self.on_gan_epoch_end = on_gan_epoch_end
         self.gan: WGAN | None = None
@@ -481,7 +496,10 @@ class FAnoGANDetector(Detector):
     # ---------------------------------------------------------------- configs
     def cache_config(self, train_images: Tensor, part: str | None = None) -> dict:
         """Everything that determines the weights of ``part``: ``"gan"`` (the default) or ``"encoder"``
-        (the GAN's config plus the encoder's settings; kappa only matters for izif)."""
+        (the GAN's config plus the encoder's settings; kappa only matters for izif).
+
+        The encoder's image loss is part of the key only when it is not the default, so that the MSE
+        encoders keep the keys (and cached checkpoints) they had before it became a setting."""
         s = self.settings
         if self._part(part) == "gan":
             return {
@@ -491,11 +509,14 @@ class FAnoGANDetector(Detector):
                 "gp_lambda": GP_LAMBDA, "lr": float(s.lr), "betas": [float(b) for b in s.betas],
                 "batch_size": s.batch_size, "seed": self.seed, "data": data_fingerprint(train_images),
             }
-        return {
+        config = {
             "gan": self.cache_config(train_images, "gan"), "model": ENCODER_MODEL_VERSION, "mode": self.mode,
             "kappa": self.kappa if self.mode == "izif" else None, "steps": s.encoder_steps,
             "lr": float(s.encoder_lr), "batch_size": s.batch_size, "seed": self.seed,
         }
+        if self.encoder_image_loss != "mse" and self.mode != "ziz":
+            config["image_loss"] = self.encoder_image_loss
+        return config
 
     # ---------------------------------------------------------------- training
     def validate(self, train_images: Tensor) -> None:
@@ -576,7 +597,7 @@ class FAnoGANDetector(Detector):
         course_config.seed_everything(self.seed + 1)
         encoder = Encoder(s.latent_dim, s.width, size, channels).to(self.device)
         self.encoder = encoder
-        mode, kappa = self.mode, self.kappa
+        mode, kappa, image_loss = self.mode, self.kappa, self.encoder_image_loss
 
         class _EncoderOnly(nn.Module):
             # train() moves, switches modes and optimises its model; G and D stay frozen in eval mode.
@@ -588,15 +609,16 @@ class FAnoGANDetector(Detector):
 
         def loss_fn(model: nn.Module, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             (x,) = batch
-            return encoder_loss(mode, model.encoder, gan, x, kappa=kappa)
+            return encoder_loss(mode, model.encoder, gan, x, kappa=kappa, image_loss=image_loss)
 
         def train_fn():
             return train(wrapper, loss_fn, train_images, steps=s.encoder_steps, lr=float(s.encoder_lr),
                          batch_size=s.batch_size, seed=self.seed, device=self.device, progress=self.progress,
-                         desc=f"encoder ({mode})")
+                         desc=f"encoder ({mode}, {image_loss} image loss)")
 
-        self.encoder_history = self.load_or_train("encoder", encoder, f"fanogan-enc-{mode}-d{s.latent_dim}",
-                                                  self.cache_config(train_images, "encoder"), train_fn)
+        config = self.cache_config(train_images, "encoder")
+        name = f"fanogan-enc-{mode}{'-ssim' if 'image_loss' in config else ''}-d{s.latent_dim}"
+        self.encoder_history = self.load_or_train("encoder", encoder, name, config, train_fn)
         self._fitted = True
         return encoder
 
