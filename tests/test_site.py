@@ -126,18 +126,22 @@ def test_binder_environment_agrees_with_environment_yml():
 
 # ----------------------------------------------------------------------------- site pieces
 def test_rewrite_links():
+    pages = build.site_page_map(course_notebooks())
     text = ("[map](../README.md#course-map) [nb](../notebooks/00_anomaly_detection_basics.ipynb) "
             "[code](../course_utils/data.py) ![fig](../docs/x.png) [web](https://example.org) [here](#top)")
-    out = rewrite_links(text, "docs/teaching.md", "teaching.md", SETTINGS)
+    out = rewrite_links(text, "docs/teaching.md", "teaching.md", SETTINGS, pages)
     assert "[map](index.md#course-map)" in out
     assert "[nb](notebooks/00_anomaly_detection_basics.ipynb)" in out
     assert f"[code]({SETTINGS.blob_url('course_utils/data.py')})" in out
     assert f"![fig]({SETTINGS.blob_url('docs/x.png')})" in out
     assert "[web](https://example.org)" in out and "[here](#top)" in out
     from_notebook = rewrite_links("[next](01_ssim_autoencoder.ipynb) [t](../docs/teaching.md)",
-                                  "notebooks/00_a.ipynb", "notebooks/00_a.ipynb", SETTINGS)
+                                  "notebooks/00_a.ipynb", "notebooks/00_a.ipynb", SETTINGS, pages)
     assert from_notebook == "[next](01_ssim_autoencoder.ipynb) [t](../teaching.md)"
-    assert rewrite_links("[q](#quick-start)", "README.md", "index.md", SETTINGS, anchors_to_repository=True) == (
+    only_00 = build.site_page_map(course_notebooks()[:1])
+    assert rewrite_links("[n](notebooks/01_ssim_autoencoder.ipynb)", "README.md", "index.md", SETTINGS, only_00) == (
+        f"[n]({SETTINGS.blob_url('notebooks/01_ssim_autoencoder.ipynb')})"), "a notebook not on the site: its file"
+    assert rewrite_links("[q](#quick-start)", "README.md", "index.md", SETTINGS, pages, anchors_to_repository=True) == (
         f"[q]({SETTINGS.blob_url('README.md')}#quick-start)")
 
 

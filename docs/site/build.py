@@ -206,16 +206,20 @@ def _joined(value: str | list[str]) -> str:
 _MD_LINK = re.compile(r"(?P<bang>!?)\[(?P<text>[^\]\n]*)\]\((?P<target>[^)\s]+)\)")
 
 
-def rewrite_links(text: str, source: str, page: str, settings: SiteSettings, *,
+def site_page_map(notebooks: Iterable[Path]) -> dict[str, str]:
+    """Repository path -> page path in the site source, for every file the site shows as a page."""
+    return {**DOCUMENT_PAGES, "README.md": "index.md", **{f"notebooks/{p.name}": f"notebooks/{p.name}" for p in notebooks}}
+
+
+def rewrite_links(text: str, source: str, page: str, settings: SiteSettings, site_pages: dict[str, str], *,
                   anchors_to_repository: bool = False) -> str:
     """Rewrite the relative markdown links of ``text`` (from repository file ``source``) for ``page``.
 
-    A target that is a page of the site links to that page; any other repository file to
-    its web page in the repository; absolute URLs stay. Anchor-only links (``#x``) stay,
-    unless ``anchors_to_repository`` (a page that shows only part of ``source``).
+    A target in ``site_pages`` (see :func:`site_page_map`) links to that page; any other
+    repository file to its web page in the repository; absolute URLs stay. Anchor-only
+    links (``#x``) stay, unless ``anchors_to_repository`` (a page that shows only part of
+    ``source``).
     """
-    site_pages = {**DOCUMENT_PAGES, "README.md": "index.md",
-                  **{f"notebooks/{p.name}": f"notebooks/{p.name}" for p in course_notebooks()}}
 
     def replace(match: re.Match) -> str:
         target = match["target"]
@@ -244,7 +248,7 @@ def _readme_section(readme: str, heading: str) -> str:
     return match.group(1).strip()
 
 
-def index_page(settings: SiteSettings, notebook_pages: Sequence[str]) -> str:
+def index_page(settings: SiteSettings, site_pages: dict[str, str]) -> str:
     """The home page: the README's introduction and course map, and the site's table of contents."""
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     title, _, rest = readme.partition("\n")
@@ -260,11 +264,12 @@ def index_page(settings: SiteSettings, notebook_pages: Sequence[str]) -> str:
         f"The source, the tests and the install instructions are in the [repository]({settings.repository}).",
     ])
     toc = "\n".join([
-        "```{toctree}", ":caption: Notebooks", ":maxdepth: 1", "", *notebook_pages, "```", "",
+        "```{toctree}", ":caption: Notebooks", ":maxdepth: 1", "",
+        *sorted(page.removesuffix(".ipynb") for page in site_pages.values() if page.endswith(".ipynb")), "```", "",
         "```{toctree}", ":caption: Reference", ":maxdepth: 1", "",
         *(page.removesuffix(".md") for page in DOCUMENT_PAGES.values()), "```",
     ])
-    return rewrite_links(body, "README.md", "index.md", settings, anchors_to_repository=True) + "\n\n" + toc + "\n"
+    return rewrite_links(body, "README.md", "index.md", settings, site_pages, anchors_to_repository=True) + "\n\n" + toc + "\n"
 
 
 def _markdown_cell(source: str, cell_id: str) -> dict:
@@ -280,7 +285,7 @@ def launch_links_markdown(settings: SiteSettings, notebook: str) -> str:
     )
 
 
-def site_notebook(executed: dict, name: str, settings: SiteSettings) -> dict:
+def site_notebook(executed: dict, name: str, settings: SiteSettings, site_pages: dict[str, str]) -> dict:
     """The executed notebook as the site shows it.
 
     Launch links under the title; the Colab cell removed (myst-nb's ``remove-cell`` tag);
@@ -292,7 +297,7 @@ def site_notebook(executed: dict, name: str, settings: SiteSettings) -> dict:
     cells = []
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
-            cell["source"] = rewrite_links(_joined(cell["source"]), relative, relative, settings)
+            cell["source"] = rewrite_links(_joined(cell["source"]), relative, relative, settings, site_pages)
         if is_colab_cell(cell):
             cell["metadata"].setdefault("tags", []).append("remove-cell")
         if cell["cell_type"] == "code":
@@ -394,15 +399,15 @@ def _draw_widget(model_id: str, states: dict[str, dict], drawn: list[dict], pend
 def stage_pages(executions: Sequence[Execution], settings: SiteSettings, src: Path) -> None:
     """Write every page of the site into ``src`` (a fresh folder)."""
     (src / "notebooks").mkdir(parents=True, exist_ok=True)
-    pages = []
+    site_pages = site_page_map(execution.notebook for execution in executions)
     for execution in executions:
-        notebook = site_notebook(json.loads(execution.executed.read_bytes()), execution.notebook.name, settings)
+        notebook = site_notebook(json.loads(execution.executed.read_bytes()), execution.notebook.name, settings,
+                                 site_pages)
         atomic_write_bytes(src / "notebooks" / execution.notebook.name, notebook_bytes(notebook))
-        pages.append(f"notebooks/{execution.notebook.stem}")
     for repository_path, page in DOCUMENT_PAGES.items():
         text = (REPO_ROOT / repository_path).read_text(encoding="utf-8")
-        atomic_write_bytes(src / page, rewrite_links(text, repository_path, page, settings).encode("utf-8"))
-    atomic_write_bytes(src / "index.md", index_page(settings, pages).encode("utf-8"))
+        atomic_write_bytes(src / page, rewrite_links(text, repository_path, page, settings, site_pages).encode("utf-8"))
+    atomic_write_bytes(src / "index.md", index_page(settings, site_pages).encode("utf-8"))
 
 
 def run_sphinx(src: Path, html_dir: Path, doctrees: Path, mode: str) -> None:
