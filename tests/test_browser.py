@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from docs.site.build import build_site
 
 pytestmark = pytest.mark.browser
 
@@ -124,13 +123,6 @@ def jupyterlab(tmp_path_factory):
             server.kill()
             server.wait()
         log.close()
-
-
-@pytest.fixture(scope="module")
-def fast_site(tmp_path_factory) -> Path:
-    """The website built in fast mode (shared with tests/test_site.py: the second build reuses
-    the executed notebooks of the first, so only Sphinx runs again)."""
-    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, log=lambda _: None).parent
 
 
 def _screenshot(driver, name: str) -> Path:

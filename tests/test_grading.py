@@ -18,6 +18,7 @@ import nbformat
 import pytest
 
 from course_utils import grading
+from docs.site.launch import is_colab_cell
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_00 = REPO / "notebooks" / "00_anomaly_detection_basics.ipynb"
@@ -346,7 +347,7 @@ def test_student_code_runs_only_in_the_kernel(graded):
 # --------------------------------------------------------------------------- notebook 00, end to end
 def _exercises_only(nb: dict) -> dict:
     """Notebook 00 without its heavy cells: markdown, the setup cell and the exercise cells."""
-    setup = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+    setup = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and not is_colab_cell(c))
     keep = {setup} | {i for e in grading.find_exercises(nb) for i in (e.solution_cell, e.check_cell)}
     nb["cells"] = [c for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown" or i in keep]
     return nb

@@ -209,13 +209,6 @@ def test_a_release_build_refuses_outputs_from_the_sample_fallback(tmp_path, monk
 
 
 # ----------------------------------------------------------------------------- the built site
-@pytest.fixture(scope="module")
-def fast_site(tmp_path_factory) -> Path:
-    """The site built in fast mode (tests/test_browser.py builds into the same folder first,
-    so here only Sphinx runs again on the executed notebooks it left)."""
-    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, log=lambda _: None).parent
-
-
 class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
