@@ -148,6 +148,7 @@ def full_mode(monkeypatch):
 def fast_site(tmp_path_factory) -> Path:
     """The course website built once per session in fast mode; returns its ``html`` folder
     (tests/test_site.py checks its pages, tests/test_browser.py opens one in Chromium)."""
-    from docs.site.build import build_site
+    from docs.site.build import FAST_CELL_TIMEOUT_S, build_site
 
-    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, log=lambda _: None).parent
+    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, timeout=FAST_CELL_TIMEOUT_S,
+                      log=lambda _: None).parent

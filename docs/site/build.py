@@ -50,6 +50,9 @@ from course_utils.grading import notebook_bytes
 from docs.site.launch import REPO_ROOT, SiteSettings, course_notebooks, is_colab_cell, site_settings
 
 MODES = ("fast", "release")
+# A fast-mode cell takes seconds; a stuck one (a kernel that once stopped answering on a heavily
+# loaded machine) fails the build after this long instead of after an hour.
+FAST_CELL_TIMEOUT_S = 300
 DEFAULT_OUT = REPO_ROOT / "build" / "site"
 SAMPLE_FALLBACK_TEXT = "USING THE SMALL BUNDLED SAMPLE"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -140,7 +143,7 @@ def _execute_one(notebook: Path, executed: Path, env: dict[str, str], timeout: i
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     os.environ.clear()
     os.environ.update(env)
@@ -152,6 +155,9 @@ def _execute_one(notebook: Path, executed: Path, env: dict[str, str], timeout: i
         client.execute()
     except CellExecutionError as error:
         raise SiteBuildError(f"{notebook.relative_to(REPO_ROOT)} failed while building the site:\n{error}") from None
+    except CellTimeoutError as error:
+        raise SiteBuildError(f"{notebook.relative_to(REPO_ROOT)}: a cell ran longer than {timeout} s ({error}); "
+                             "raise --timeout if it is a slow full-mode cell") from None
     seconds = time.perf_counter() - start
     atomic_write_bytes(executed, notebook_bytes(nb))
     return seconds
@@ -472,10 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="fast: bundled sample (CI; banner on every page); release: full data and checkpoints")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="build folder (default: build/site)")
     parser.add_argument("--jobs", type=int, default=2, help="notebooks executed at the same time (default 2)")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default 3600)")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds one cell may run (default: 300 in fast mode, where every cell takes seconds, "
+                             "3600 in release mode)")
     args = parser.parse_args(argv)
     try:
-        build_site(args.mode, args.out, jobs=args.jobs, timeout=args.timeout)
+        timeout = args.timeout or (FAST_CELL_TIMEOUT_S if args.mode == "fast" else 3600)
+        build_site(args.mode, args.out, jobs=args.jobs, timeout=timeout)
     except SiteBuildError as error:
         print(f"site build failed: {error}", file=sys.stderr)
         return 1
