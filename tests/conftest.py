@@ -142,3 +142,13 @@ def offline(monkeypatch):
 def full_mode(monkeypatch):
     """Full mode (``COURSE_FAST=0``): data resolution goes local copy -> download -> sample."""
     monkeypatch.setenv("COURSE_FAST", "0")
+
+
+@pytest.fixture(scope="session")
+def fast_site(tmp_path_factory) -> Path:
+    """The course website built once per session in fast mode; returns its ``html`` folder
+    (tests/test_site.py checks its pages, tests/test_browser.py opens one in Chromium)."""
+    from docs.site.build import FAST_CELL_TIMEOUT_S, build_site
+
+    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, timeout=FAST_CELL_TIMEOUT_S,
+                      log=lambda _: None).parent

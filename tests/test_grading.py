@@ -23,6 +23,7 @@ from course_grader.batch import grade as grade_class
 from course_grader.cli import main as grader_main
 from course_grader.sandbox import Limits
 from course_grader.verdict import grade_submission
+from docs.site.launch import is_colab_cell
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_00 = REPO / "notebooks" / "00_anomaly_detection_basics.ipynb"
@@ -468,7 +469,7 @@ def test_canvas_gradebook_and_class_report(graded):
 # --------------------------------------------------------------------------- notebook 00, end to end
 def _exercises_only(nb: dict) -> dict:
     """Notebook 00 without its heavy cells: markdown, the setup cell and the exercise cells."""
-    setup = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+    setup = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and not is_colab_cell(c))
     keep = {setup} | {i for e in grading.find_exercises(nb) for i in (e.solution_cell, e.check_cell)}
     nb["cells"] = [c for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown" or i in keep]
     return nb

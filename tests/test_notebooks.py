@@ -10,6 +10,7 @@ import pytest
 
 from course_grader import markers as grading
 from course_grader.exercises import get_spec
+from docs.site.launch import is_colab_cell
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -35,7 +36,7 @@ def test_notebook_follows_the_template(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "first cell: title"
     assert "learning goals" in nb.cells[0].source.lower(), "first cell states the learning goals"
-    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    first_code = next(c for c in nb.cells if c.cell_type == "code" and not is_colab_cell(c))
     assert "config.is_fast()" in first_code.source, "the setup cell reads fast mode once (FAST = config.is_fast())"
     assert "seed_everything" in first_code.source, "the setup cell seeds everything"
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown").lower()
@@ -56,7 +57,7 @@ def test_notebook_has_at_least_three_graded_exercises_one_a_prediction(path):
 def _setup_namespace(nb) -> dict:
     """Run the notebook's setup cell (imports, knobs, seeds) in a fresh namespace."""
     namespace: dict = {"__name__": "__exercise_test__"}
-    setup = next(c for c in nb.cells if c.cell_type == "code")
+    setup = next(c for c in nb.cells if c.cell_type == "code" and not is_colab_cell(c))
     exec(compile(_without_magics(setup.source), "<setup>", "exec"), namespace)
     return namespace
 
