@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from course_utils.files import atomic_write_bytes
-from course_utils.grading import notebook_bytes
+from course_grader.markers import notebook_bytes
 from docs.site.launch import REPO_ROOT, SiteSettings, course_notebooks, is_colab_cell, site_settings
 
 MODES = ("fast", "release")

@@ -28,7 +28,7 @@ from typing import Sequence
 from urllib.parse import quote
 
 from course_utils.files import atomic_write_bytes
-from course_utils.grading import notebook_bytes
+from course_grader.markers import notebook_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO_ROOT / "pyproject.toml"
