@@ -128,7 +128,9 @@ def with_colab_cell(notebook: dict, settings: SiteSettings) -> dict:
         "cell_type": "code",
         "execution_count": None,
         "id": COLAB_CELL_ID,
-        "metadata": {"tags": ["colab-setup"]},
+        # read-only in JupyterLab: an edited copy would be scanned by the grader like student code (it
+        # imports subprocess), while the course's own version is trusted and never scanned
+        "metadata": {"deletable": False, "editable": False, "tags": ["colab-setup"]},
         "outputs": [],
         "source": colab_cell_source(settings),
     }
