@@ -150,11 +150,16 @@ def kernel_spec_dir(work_dir: Path, *, mode: str, limits: Limits, hide: Sequence
 
 
 def _bwrap_command(work_dir: Path, hide: Sequence[Path], command: Sequence[str]) -> list[str]:
-    """bwrap arguments: read-only root, private /tmp, hidden paths, the grading folder writable,
-    the connection file (often in /tmp) visible read-only."""
+    """bwrap arguments: read-only root, private /tmp (with the environment and the course mounted
+    again, read-only, when they live under /tmp), hidden paths, the grading folder writable, the
+    connection file (often in /tmp) visible read-only. Later mounts cover earlier ones, so the
+    hidden paths are hidden even inside a course checkout under /tmp."""
     args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
             "--die-with-parent"]
     needed = [Path(sys.prefix).resolve(), Path(__file__).resolve().parents[1]]  # the environment, the course
+    for path in needed:
+        if Path("/tmp") in path.parents:  # a checkout or environment under /tmp: mount it again, read-only
+            args += ["--ro-bind", str(path), str(path)]
     for path in hide:
         path = Path(path).resolve()
         if path == work_dir or any(path == n or path in n.parents for n in needed):
