@@ -36,45 +36,19 @@ from torch import Tensor
 from course_utils import config
 from course_utils.data import load_dataset, one_class_split
 from course_utils.metrics import auroc, binary_metrics, threshold_best_f1
-from course_utils.models.aeflow import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowConfig,
-                                        FlowGMMDetector, FlowGMMSettings, combine_scores, score_variants)
+from course_utils.models.aeflow import (FLOWGMM_VARIANTS, PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS,
+                                        AEFlowConfig, FlowGMMDetector, FlowGMMSettings, draw_labelled,
+                                        flowgmm_variants, score_variants)
+from course_utils.models.aeflow.reported import MEDMNIST_RESNET18_28_AUC
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
-from .sections import MEDMNIST_RESNET18_28_AUC
 from .sections import render_aeflow_flowgmm as render_markdown
 
+# FLOWGMM_VARIANTS, draw_labelled and flowgmm_variants live in course_utils.models.aeflow (notebook 04 uses them)
 __all__ = ["FLOWGMM_VARIANTS", "draw_labelled", "flowgmm_variants", "supervised_baseline", "run_one", "main",
            "render_markdown"]
 
-FLOWGMM_VARIANTS = ("FlowGMM log-likelihood ratio", "FlowGMM posterior", "FlowGMM ratio + 1 - SSIM (z-scored)")
-"""The FlowGMM scores the val split may choose (k > 0), beside the one-class ``SELECTABLE_VARIANTS``."""
-
 SUPERVISED_C = (0.001, 0.01, 0.1, 1.0)  # logistic regression's inverse regularisation, chosen on val
-
-
-def draw_labelled(anomalies: Tensor, k: int | None, seed: int) -> Tensor:
-    """k of the anomalous training images (N, C, H, W), drawn without replacement with
-    ``numpy.random.default_rng(seed)``; ``k=None``: all of them; k = 0: an empty (0, C, H, W) tensor."""
-    n = len(anomalies)
-    if k is None:
-        return anomalies
-    if not 0 <= k <= n:
-        raise ValueError(f"k must lie in [0, {n}] (the anomalous training images), got {k}")
-    index = np.sort(np.random.default_rng(seed).permutation(n)[:k])
-    return anomalies[torch.from_numpy(index)]
-
-
-def flowgmm_variants(detector: FlowGMMDetector, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The FlowGMM scores by name (higher = more pneumonia-like) from ``score_parts`` output: the
-    per-dimension log-likelihood ratio, the anomaly posterior, and the ratio combined with 1 - SSIM at
-    the model's beta, each term z-scored on the normal training images."""
-    ref = detector.train_parts
-    return {
-        FLOWGMM_VARIANTS[0]: parts["gmm_llr"],
-        FLOWGMM_VARIANTS[1]: parts["gmm_posterior"],
-        FLOWGMM_VARIANTS[2]: combine_scores(parts["gmm_llr"], parts["ssim"], detector.config.beta,
-                                            ref_flow=ref["gmm_llr"], ref_recon=ref["ssim"]),
-    }
 
 
 def supervised_baseline(normal: Tensor, anomalies: Tensor, val_images: Tensor, val_labels: Tensor,

@@ -10,35 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from course_utils.data import dataset_info
+# the literature numbers live in course_utils (notebook 04 reads them too); re-exported here
+from course_utils.models.aeflow.reported import AEFLOW_REPORTED_CHEST_XRAY, MEDMNIST_RESNET18_28_AUC, PAPER_CHEST_XRAY
 
 __all__ = ["PAPER_CHEST_XRAY", "AEFLOW_REPORTED_CHEST_XRAY", "MEDMNIST_RESNET18_28_AUC", "render_aeflow_flowgmm", "render_aeflow", "render_aeflow_hardware", "LITERATURE_BPD", "render_glow_bpd",
            "REFERENCE_ROW", "render_glow_codecs"]
-
-# Zhao et al. 2023, Table 1, chest X-ray (Kermany), AE-FLOW; %. SPE is not stated exactly in our notes (about 76).
-PAPER_CHEST_XRAY = {"auroc": 92.00, "f1": 88.92, "acc": 85.58, "sen": 91.28, "spe": 76.0}
-
-# The paper and two public reproductions on chest X-ray (Kermany), as each reported it, in %. "auc" is the
-# number each calls AUC; "auc_is" says what it is. A reproduction's "AUC" that equals (SEN + SPE) / 2 is
-# balanced accuracy at one threshold (metrics.balanced_accuracy_from_rates), not AUROC. None: not reported.
-AEFLOW_REPORTED_CHEST_XRAY = [
-    {"source": "paper", "citation": "Zhao, Ding & Zhang, AE-FLOW, ICLR 2023, Table 1",
-     "auc": 92.00, "f1": 88.92, "acc": 85.58, "sen": 91.28, "spe": 76.0, "auc_is": "AUROC (SPE: about 76)"},
-    {"source": "reproduction A, ResNet-type subnet",
-     "citation": "'Study of AE-FLOW: Autoencoders with Normalizing Flows for Anomaly Detection', student "
-                 "reproduction (2023), chest X-ray results",
-     "auc": 81.97, "f1": 89.65, "acc": 85.90, "sen": 97.69, "spe": 66.24, "auc_is": "(SEN + SPE) / 2"},
-    {"source": "reproduction A, conv-type subnet",
-     "citation": "same reproduction, subnet ablation",
-     "auc": 56.2, "f1": 76.4, "acc": 65.22, "sen": 92.31, "spe": 20.09, "auc_is": "(SEN + SPE) / 2"},
-    {"source": "reproduction B",
-     "citation": "Gu & Hu, 'AE-FLOW: Autoencoders with normalizing flows for medical images anomaly detection', "
-                 "University of Amsterdam, Deep Learning 2 (2023)",
-     "auc": 73.04, "f1": 81.12, "acc": 71.71, "sen": 95.05, "spe": None, "auc_is": "not checkable (no SPE)"},
-]
-
-# Yang et al. 2023, MedMNIST v2 (Scientific Data), Table 3: PneumoniaMNIST, ResNet-18 (28), test AUC, trained
-# with every label of the train split: the fully supervised ceiling of the few-label comparison.
-MEDMNIST_RESNET18_28_AUC = 0.944
 
 # Published test bpd on MNIST (dequantised 8-bit), for orientation: much larger models and GPU days.
 LITERATURE_BPD = [

@@ -173,3 +173,27 @@ def test_benchmark_runs_in_fast_mode(tmp_path, monkeypatch):
     from benchmarks.report import render_readme
 
     assert "FlowGMM-AE-FLOW on PneumoniaMNIST" in render_readme(tmp_path).read_text()
+
+
+def test_anomaly_posterior_is_stable_and_matches_the_mixture():
+    from course_utils.models.aeflow import anomaly_posterior
+
+    mixture = GaussianMixtureBase(6, FlowGMMSettings(anomaly_prior=0.3))
+    z = torch.randn(9, 6)
+    log_density = mixture.component_log_density(z).double().numpy()
+    assert np.allclose(anomaly_posterior(log_density[:, 0], log_density[:, 1], 0.3),
+                       mixture.posterior(z)[:, 1].numpy(), atol=1e-6)
+    # hundreds of nats apart (large D): exp() of either would overflow, the posterior must not
+    far = anomaly_posterior(np.array([-5000.0, -9000.0, -7000.0]), np.array([-9000.0, -5000.0, -7000.0]))
+    assert np.all(np.isfinite(far)) and far[0] == 0.0 and far[1] == 1.0 and far[2] == 0.5
+    with pytest.raises(ValueError, match="anomaly_prior"):
+        anomaly_posterior(np.zeros(2), np.zeros(2), 1.0)
+
+
+def test_variant_roles_name_every_score_variant():
+    from course_utils.models.aeflow import AEFlowDetector, score_variants
+    from course_utils.models.aeflow.detector import VARIANT_ROLES
+
+    det = AEFlowDetector(AEFlowConfig.reduced(**TINY), seed=0, device="cpu", cache=False).fit(torch.rand(12, 1, 28, 28))
+    assert set(score_variants(det, det.score_parts(torch.rand(4, 1, 28, 28)))) == set(VARIANT_ROLES)
+    assert all("complexity correction" in VARIANT_ROLES[k] for k in VARIANT_ROLES if "L(x)" in k and k != "-L(x) only")

@@ -49,7 +49,8 @@ machine: :func:`resolve_config` says so clearly and falls back to the reduced pr
 The package, by role: ``model`` (:class:`AEFlowConfig` and the networks), ``scores`` (loss, scores,
 maps, complexity correction) and ``detector`` (:class:`AEFlowDetector`, :func:`resolve_config`, the
 PneumoniaMNIST presets and score variants) and ``flowgmm`` (FlowGMM: a two-component Gaussian mixture as
-the flow's base, trained with a few labelled anomalies; :class:`FlowGMMDetector`); the ImageNet encoder is in
+the flow's base, trained with a few labelled anomalies; :class:`FlowGMMDetector`) and ``reported`` (the published
+numbers of the paper and two reproductions, with citations); the ImageNet encoder is in
 :mod:`course_utils.models.backbones`. Everything in ``__all__`` is importable from here.
 """
 
@@ -58,11 +59,13 @@ from __future__ import annotations
 from ...complexity import png_bits
 from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, WideResNetEncoder,
                          load_imagenet_wide_resnet)
-from .detector import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowDetector, resolve_config,
-                       score_variants)
-from .flowgmm import UNLABELLED, AEFlowGMM, FlowGMMDetector, FlowGMMSettings, GaussianMixtureBase, flowgmm_loss
+from .detector import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, VARIANT_ROLES, AEFlowDetector,
+                       resolve_config, score_variants)
+from .flowgmm import (FLOWGMM_VARIANTS, UNLABELLED, AEFlowGMM, FlowGMMDetector, FlowGMMSettings, GaussianMixtureBase,
+                      anomaly_posterior, draw_labelled, flowgmm_loss, flowgmm_variants)
 from .model import (ALPHA, BETA, SUBNETS, AEFlow, AEFlowConfig, AEFlowOutput, ConvSubnet, Decoder, ResNetSubnet,
                     SmallEncoder, build_flow)
+from .reported import AEFLOW_REPORTED_CHEST_XRAY, MEDMNIST_RESNET18_28_AUC, PAPER_CHEST_XRAY, reported_row
 from .scores import (S_FLOW_FORMS, aeflow_loss, aeflow_score, anomaly_maps, combine_scores, compare_flow_forms,
                      complexity_corrected, flow_likelihood_form, flow_nll_per_dim, flow_score, paper_score, recon_score)
 
@@ -77,6 +80,14 @@ __all__ = [
     "AEFlowGMM",
     "flowgmm_loss",
     "UNLABELLED",
+    "FLOWGMM_VARIANTS",
+    "flowgmm_variants",
+    "draw_labelled",
+    "anomaly_posterior",
+    "PAPER_CHEST_XRAY",
+    "AEFLOW_REPORTED_CHEST_XRAY",
+    "MEDMNIST_RESNET18_28_AUC",
+    "reported_row",
     "PretrainedWeightsUnavailable",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -108,4 +119,5 @@ __all__ = [
     "PNEUMONIA_FAST_CONFIG",
     "SELECTABLE_VARIANTS",
     "score_variants",
+    "VARIANT_ROLES",
 ]

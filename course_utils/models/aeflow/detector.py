@@ -22,7 +22,7 @@ from .scores import (aeflow_loss, anomaly_maps, combine_scores, complexity_corre
                      recon_score)
 
 __all__ = ["resolve_config", "resize_square", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG",
-           "SELECTABLE_VARIANTS", "score_variants", "MODEL_VERSION"]
+           "SELECTABLE_VARIANTS", "score_variants", "VARIANT_ROLES", "MODEL_VERSION"]
 
 # the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
 # trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
@@ -284,3 +284,22 @@ def score_variants(detector: "AEFlowDetector", parts: dict[str, np.ndarray]) -> 
         "MSE": parts["mse"],
         "-L(x) only": -parts["bits"],
     }
+
+
+VARIANT_ROLES = {
+    "paper, S_flow log-density form": "paper's score (S_flow = -mean log p(z'))",
+    "paper, S_flow likelihood form": "paper's score (S_flow = -exp(mean log p(z')))",
+    "paper: raw terms": "paper's score, log-density form (the name the selection uses)",
+    "z-scored terms": "course: terms z-scored on the training images",
+    "-L(x) only": "reference: L(x) alone, no model",
+    "paper - 1 L(x)": "course: complexity correction",
+    "paper - 2 L(x)": "course: complexity correction",
+    "z-scored terms - 1 L(x)": "course: complexity correction",
+    "S_flow": "single term",
+    "S_flow (with log det)": "single term",
+    "S_recon = 1 - SSIM": "single term",
+    "MSE": "single term",
+}
+"""What each name of :func:`score_variants` is, in the order a results table shows them: the paper's score in
+its two readings first, then the course's own additions, the "- L(x)" complexity corrections directly below
+L(x) alone (which they may owe most of their AUROC to), then the single terms."""

@@ -38,6 +38,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,8 +46,10 @@ from ...checkpoints import data_fingerprint
 from ...images import check_images
 from .detector import AEFlowDetector, resize_square
 from .model import AEFlow, AEFlowConfig, AEFlowOutput
+from .scores import combine_scores
 
-__all__ = ["MODEL_VERSION", "UNLABELLED", "FlowGMMSettings", "GaussianMixtureBase", "AEFlowGMM", "flowgmm_loss", "FlowGMMDetector"]
+__all__ = ["MODEL_VERSION", "UNLABELLED", "FlowGMMSettings", "GaussianMixtureBase", "AEFlowGMM", "flowgmm_loss",
+           "FlowGMMDetector", "FLOWGMM_VARIANTS", "flowgmm_variants", "draw_labelled", "anomaly_posterior"]
 
 # the checkpoint-cache model version (see course_utils.bundles): bump it when a change the cache config
 # does not capture changes the trained weights
@@ -267,3 +270,54 @@ class FlowGMMDetector(AEFlowDetector):
         mixture = self.model.mixture
         return {**super().batch_parts(x, out), "gmm_llr": mixture.log_likelihood_ratio(z),
                 "gmm_posterior": mixture.posterior(z)[:, 1]}
+
+
+# --------------------------------------------------------------------------------------
+# Shared by notebook 04 and benchmarks/aeflow_flowgmm.py
+# --------------------------------------------------------------------------------------
+
+FLOWGMM_VARIANTS = ("FlowGMM log-likelihood ratio", "FlowGMM posterior", "FlowGMM ratio + 1 - SSIM (z-scored)")
+"""The FlowGMM scores the val split may choose (k > 0), beside the one-class ``SELECTABLE_VARIANTS``."""
+
+
+def flowgmm_variants(detector: FlowGMMDetector, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The FlowGMM scores by name (higher = more pneumonia-like) from ``score_parts`` output: the
+    per-dimension log-likelihood ratio, the anomaly posterior, and the ratio combined with 1 - SSIM at
+    the model's beta, each term z-scored on the normal training images."""
+    ref = detector.train_parts
+    return {
+        FLOWGMM_VARIANTS[0]: parts["gmm_llr"],
+        FLOWGMM_VARIANTS[1]: parts["gmm_posterior"],
+        FLOWGMM_VARIANTS[2]: combine_scores(parts["gmm_llr"], parts["ssim"], detector.config.beta,
+                                            ref_flow=ref["gmm_llr"], ref_recon=ref["ssim"]),
+    }
+
+
+def draw_labelled(anomalies: Tensor, k: int | None, seed: int) -> Tensor:
+    """k of the anomalous training images (N, C, H, W), drawn without replacement with
+    ``numpy.random.default_rng(seed)``; ``k=None``: all of them; k = 0: an empty (0, C, H, W) tensor."""
+    n = len(anomalies)
+    if k is None:
+        return anomalies
+    if not 0 <= k <= n:
+        raise ValueError(f"k must lie in [0, {n}] (the anomalous training images), got {k}")
+    index = np.sort(np.random.default_rng(seed).permutation(n)[:k])
+    return anomalies[torch.from_numpy(index)]
+
+
+def anomaly_posterior(log_density_normal: Any, log_density_anomaly: Any, anomaly_prior: float = 0.5) -> np.ndarray:
+    """p(y = 1 | z') = pi_1 N_1 / (pi_0 N_0 + pi_1 N_1) from the two component log-densities log N(z'; mu_c, I)
+    (nats, summed over the D dimensions), (N,) float64.
+
+    Computed as sigmoid(log N_1 - log N_0 + log(pi_1 / pi_0)) without overflow: for D in the thousands the
+    log-densities differ by hundreds of nats, where exp() of either one overflows or underflows.
+    """
+    from scipy.special import expit
+
+    if not 0.0 < float(anomaly_prior) < 1.0:
+        raise ValueError(f"anomaly_prior must lie in (0, 1), got {anomaly_prior}")
+    log_0 = np.asarray(log_density_normal, dtype=np.float64)
+    log_1 = np.asarray(log_density_anomaly, dtype=np.float64)
+    if log_0.shape != log_1.shape:
+        raise ValueError(f"the two log-densities have different shapes {log_0.shape} and {log_1.shape}")
+    return expit(log_1 - log_0 + math.log(anomaly_prior / (1.0 - anomaly_prior)))
