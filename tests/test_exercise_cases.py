@@ -168,3 +168,77 @@ def test_izif_ssim_loss_reference_is_the_course_encoder_loss():
         course = fa.encoder_loss("izif", encoder, gan, x, kappa=0.7, image_loss="ssim")["loss"]
         reference = izif_ssim_loss_reference(x, x_rec, gan.critic.features(x), gan.critic.features(x_rec), 0.7)
     assert float(reference) == pytest.approx(float(course), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- notebook 04: balanced accuracy
+def _balanced_accuracy_solution(scores, labels, threshold):
+    predicted = scores >= threshold
+    sen = np.sum(predicted & (labels == 1)) / np.sum(labels == 1)
+    spe = np.sum(~predicted & (labels == 0)) / np.sum(labels == 0)
+    return (sen + spe) / 2
+
+
+def _accuracy_instead(scores, labels, threshold):
+    return np.mean((scores >= threshold) == (labels == 1))
+
+
+def _strict_threshold(scores, labels, threshold):
+    return _balanced_accuracy_solution(scores, labels, threshold + 1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_balanced_accuracy_cases(seed):
+    grade = "ex-balanced-accuracy"
+    passed, n, messages = _cases_passed(grade, _balanced_accuracy_solution, seed)
+    assert (passed, n) == (5, 5), messages
+    assert _cases_passed(grade, _stub, seed)[0] == 0
+    assert _cases_passed(grade, lambda s, y, t: 0, seed)[0] == 0
+    # the accuracy agrees only where the classes are balanced or everything is right
+    accuracy, _, messages = _cases_passed(grade, _accuracy_instead, seed)
+    assert accuracy <= 2 and any("not the accuracy" in m for m in messages)
+    # '>' instead of '>=': loses the case whose threshold is a score value
+    strict, _, messages = _cases_passed(grade, _strict_threshold, seed)
+    assert strict == 4 and any("ties" in m for m in messages)
+
+
+def test_balanced_accuracy_recovers_reproduction_a_auc():
+    """(SEN + SPE) / 2 at reproduction A's counts is the number it called AUC (0.8197)."""
+    spec = get_spec("ex-balanced-accuracy")
+    (case,) = [c for c in spec.draw(np.random.default_rng(0)) if c.name.startswith("reproduction A")]
+    from course_utils.models.aeflow import reported_row
+
+    row = reported_row("reproduction A, ResNet-type subnet")
+    assert round(100 * spec.expected(case), 2) == row["auc"] == round((row["sen"] + row["spe"]) / 2, 2)
+
+
+# --------------------------------------------------------------------------- notebook 04: FlowGMM posterior
+def _posterior_solution(log_normal, log_pneumonia, prior):
+    d = log_pneumonia - log_normal + np.log(prior / (1 - prior))
+    return np.where(d >= 0, 1 / (1 + np.exp(-np.abs(d))), np.exp(-np.abs(d)) / (1 + np.exp(-np.abs(d))))
+
+
+def _posterior_naive(log_normal, log_pneumonia, prior):
+    with np.errstate(all="ignore"):
+        a, b = (1 - prior) * np.exp(log_normal), prior * np.exp(log_pneumonia)
+        return b / (a + b)
+
+
+def _posterior_prior_ignored(log_normal, log_pneumonia, prior):
+    return _posterior_solution(log_normal, log_pneumonia, 0.5)
+
+
+def _posterior_normal_component(log_normal, log_pneumonia, prior):
+    return 1 - _posterior_solution(log_normal, log_pneumonia, prior)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_flowgmm_posterior_cases(seed):
+    grade = "ex-flowgmm-posterior"
+    passed, n, messages = _cases_passed(grade, _posterior_solution, seed)
+    assert (passed, n) == (5, 5), messages
+    assert _cases_passed(grade, _stub, seed)[0] == 0
+    assert _cases_passed(grade, lambda a, b, p: 0, seed)[0] == 0
+    naive, _, messages = _cases_passed(grade, _posterior_naive, seed)  # exp() underflows at D in the thousands
+    assert naive == 4 and any("underflows" in m for m in messages)
+    assert _cases_passed(grade, _posterior_prior_ignored, seed)[0] == 3       # only the prior-1/2 cases
+    assert _cases_passed(grade, _posterior_normal_component, seed)[0] == 1    # the trivial case only (it alone scores 0)
