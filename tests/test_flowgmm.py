@@ -197,3 +197,17 @@ def test_variant_roles_name_every_score_variant():
     det = AEFlowDetector(AEFlowConfig.reduced(**TINY), seed=0, device="cpu", cache=False).fit(torch.rand(12, 1, 28, 28))
     assert set(score_variants(det, det.score_parts(torch.rand(4, 1, 28, 28)))) == set(VARIANT_ROLES)
     assert all("complexity correction" in VARIANT_ROLES[k] for k in VARIANT_ROLES if "L(x)" in k and k != "-L(x) only")
+
+
+def test_score_parts_carry_the_component_log_densities(tmp_path, monkeypatch):
+    from course_utils.models.aeflow import anomaly_posterior
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    normal, anomalies = torch.rand(12, 1, 28, 28) * 0.5, 0.5 + torch.rand(3, 1, 28, 28) * 0.5
+    det = FlowGMMDetector(AEFlowConfig.reduced(**TINY), labelled_anomalies=anomalies, seed=0, device="cpu",
+                          cache=False).fit(normal)
+    parts = det.score_parts(torch.cat([normal[:3], anomalies]))
+    d = det.model.mixture.dim
+    assert np.allclose((parts["gmm_log_anomaly"] - parts["gmm_log_normal"]) / d, parts["gmm_llr"], atol=1e-4)
+    assert np.allclose(anomaly_posterior(parts["gmm_log_normal"], parts["gmm_log_anomaly"]), parts["gmm_posterior"],
+                       atol=1e-3)

@@ -265,11 +265,14 @@ class FlowGMMDetector(AEFlowDetector):
         return flowgmm_loss(model, batch[0], batch[1])
 
     def batch_parts(self, x: Tensor, out: AEFlowOutput) -> dict[str, Tensor]:
-        """AE-FLOW's terms plus ``gmm_llr`` and ``gmm_posterior`` (the anomaly component's posterior)."""
+        """AE-FLOW's terms plus ``gmm_llr``, ``gmm_posterior`` (the anomaly component's posterior) and the two
+        component log-densities log N(z'; mu_c, I) in nats, ``gmm_log_normal`` (c = 0) and ``gmm_log_anomaly``."""
         z = out.z_prime.flatten(1)
         mixture = self.model.mixture
+        log_density = mixture.component_log_density(z)
         return {**super().batch_parts(x, out), "gmm_llr": mixture.log_likelihood_ratio(z),
-                "gmm_posterior": mixture.posterior(z)[:, 1]}
+                "gmm_posterior": mixture.posterior(z)[:, 1], "gmm_log_normal": log_density[:, 0],
+                "gmm_log_anomaly": log_density[:, 1]}
 
 
 # --------------------------------------------------------------------------------------
