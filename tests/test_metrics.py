@@ -350,3 +350,17 @@ def test_reproductions_auc_is_balanced_accuracy():
     assert abs(balanced_accuracy_from_rates(paper["sen"], paper["spe"]) - paper["auc"]) > 5  # the paper's is AUROC
     with pytest.raises(ValueError, match="sen"):
         balanced_accuracy_from_rates(float("nan"), 0.5)
+
+
+def test_reproduction_a_counts_give_every_reported_rate():
+    from course_utils.metrics import balanced_accuracy
+    from course_utils.models.aeflow import reported_row
+
+    row = reported_row("reproduction A, ResNet-type subnet")
+    c = row["test_counts"]
+    labels = np.r_[np.ones(c["tp"] + c["fn"]), np.zeros(c["tn"] + c["fp"])]
+    scores = np.r_[np.ones(c["tp"]), np.zeros(c["fn"]), np.zeros(c["tn"]), np.ones(c["fp"])]
+    m = binary_metrics(scores, labels, 0.5)
+    for key in ("f1", "acc", "sen", "spe"):
+        assert round(100 * m[key], 2) == row[key]
+    assert round(100 * balanced_accuracy(scores, labels, 0.5), 2) == row["auc"]
