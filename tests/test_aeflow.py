@@ -256,3 +256,13 @@ def test_detector_paper_kinds_match_paper_score(tmp_path, monkeypatch):
     parts = det.score_parts(images[:4])
     assert np.allclose(out["paper_likelihood"].numpy(), paper_score(parts["flow"], parts["ssim"], "likelihood"))
     assert np.allclose(out["paper_log_density"].numpy(), det.combine(parts, normalise="none"))
+
+
+def test_variant_roles_name_every_score_variant():
+    from course_utils.models.aeflow import AEFlowDetector, score_variants
+    from course_utils.models.aeflow.detector import VARIANT_ROLES
+
+    det = AEFlowDetector(AEFlowConfig.reduced(**TINY), seed=0, device="cpu", cache=False).fit(torch.rand(12, 1, 28, 28))
+    assert set(score_variants(det, det.score_parts(torch.rand(4, 1, 28, 28)))) == set(VARIANT_ROLES)
+    assert all("complexity correction" in VARIANT_ROLES[k] for k in VARIANT_ROLES if "L(x)" in k and k != "-L(x) only")
+

@@ -190,15 +190,6 @@ def test_anomaly_posterior_is_stable_and_matches_the_mixture():
         anomaly_posterior(np.zeros(2), np.zeros(2), 1.0)
 
 
-def test_variant_roles_name_every_score_variant():
-    from course_utils.models.aeflow import AEFlowDetector, score_variants
-    from course_utils.models.aeflow.detector import VARIANT_ROLES
-
-    det = AEFlowDetector(AEFlowConfig.reduced(**TINY), seed=0, device="cpu", cache=False).fit(torch.rand(12, 1, 28, 28))
-    assert set(score_variants(det, det.score_parts(torch.rand(4, 1, 28, 28)))) == set(VARIANT_ROLES)
-    assert all("complexity correction" in VARIANT_ROLES[k] for k in VARIANT_ROLES if "L(x)" in k and k != "-L(x) only")
-
-
 def test_score_parts_carry_the_component_log_densities(tmp_path, monkeypatch):
     from course_utils.models.aeflow import anomaly_posterior
 
