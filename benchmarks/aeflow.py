@@ -21,6 +21,13 @@ model (ImageNet encoder if available, else random init: same cost) at batch 16 w
 ``course_utils.training.train``, and writes ``aeflow_gpu.json``. Without a GPU it says so and
 writes nothing: there are no made-up numbers.
 
+``--ablation`` trains the subnet / loss-weight ablation of notebook 04 (``ABLATION_SETTINGS``: ResNet-type and
+conv-type subnets at alpha = 0.5, the ResNet-type one at alpha = 0.1 and 0.9) with the benchmark's settings and
+epochs, for ``--seeds`` (the notebook reads seed 0), and writes ``aeflow_ablation__pneumoniamnist.json``: the
+val and test AUROC of every score variant per setting and seed, the training time and the flow's parameter
+count. Nothing is selected there; the notebook reads the val column to compare and loads this file instead of
+training four more models.
+
 ``--memory`` runs anywhere (CPU): one float32 training step of the full 256 px model at
 ``--batch-size`` and counts, exactly, the bytes a GPU would have to hold: parameters, their
 gradients, Adam's two moments, and every tensor autograd saves for the backward pass
@@ -42,13 +49,13 @@ import torch
 from course_utils import config
 from course_utils.data import one_class_split
 from course_utils.metrics import auroc, binary_metrics, threshold_best_f1, threshold_youden
-from course_utils.models.aeflow import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, AEFlowConfig,
-                                        AEFlowDetector, compare_flow_forms, score_variants)
+from course_utils.models.aeflow import (ABLATION_SETTINGS, PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS,
+                                        AEFlowConfig, AEFlowDetector, compare_flow_forms, score_variants)
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
 from .sections import render_aeflow as render_markdown
 
-__all__ = ["run_seed", "main", "render_markdown"]
+__all__ = ["run_seed", "run_ablation", "main", "render_markdown"]
 
 
 def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dict:
@@ -84,6 +91,29 @@ def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dic
         "epochs": det.history.epochs_run if det.history is not None else None,
         "final_losses": {k: round(v[-1], 5) for k, v in det.history.logs.items()} if det.history else None,
     }
+
+
+def run_ablation(split, cfg: AEFlowConfig, seeds: list[int], progress: bool = False) -> list[dict]:
+    """Train every (subnet, alpha) of ``ABLATION_SETTINGS`` for each seed; val and test AUROC of every score variant."""
+    runs = []
+    for subnet, alpha in ABLATION_SETTINGS:
+        for seed in seeds:
+            det = AEFlowDetector(cfg.replace(subnet=subnet, alpha=alpha), seed=seed, cache=False,
+                                 progress=progress).fit(split.train_images)
+            val = score_variants(det, det.score_parts(split.val_images))
+            test = score_variants(det, det.score_parts(split.test_images))
+            runs.append({
+                "subnet": subnet, "alpha": alpha, "seed": seed,
+                "val_auroc_by_variant": {k: round(auroc(v, split.val_labels), 6) for k, v in val.items()},
+                "test_auroc_by_variant": {k: round(auroc(v, split.test_labels), 6) for k, v in test.items()},
+                "train_seconds": round(det.history.seconds, 2) if det.history is not None else None,
+                "epochs": det.history.epochs_run if det.history is not None else None,
+                "flow_parameters": sum(p.numel() for p in det.model.flow.parameters()),
+            })
+            print(f"{subnet} alpha {alpha} seed {seed}: val AUROC (paper score) "
+                  f"{runs[-1]['val_auroc_by_variant']['paper: raw terms']:.4f}, train {runs[-1]['train_seconds']} s",
+                  flush=True)
+    return runs
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -210,6 +240,23 @@ def _memory_benchmark(args) -> int:
     return 0
 
 
+def _ablation(args, split, cfg: AEFlowConfig, fast: bool) -> int:
+    runs = run_ablation(split, cfg, list(args.seeds), progress=args.progress)
+    record = {
+        "method": "aeflow-ablation", "dataset": "pneumoniamnist", "protocol": "normal-vs-pneumonia-ablation",
+        "selection": "none: every setting is reported; compare settings on the val columns",
+        "settings": [list(s) for s in ABLATION_SETTINGS], "seeds": list(args.seeds), "config": cfg.to_dict(),
+        "fast_mode": fast, "data_source": split.source, "full_data": split.source == "full",
+        "n_train": len(split.train_images), "n_val": len(split.val_images), "n_test": len(split.test_images),
+        "runs": runs, "peak_rss_mb": round(peak_rss_mb(), 1), "torch_threads": torch.get_num_threads(),
+        **environment_info(),
+    }
+    out = args.out_dir / "aeflow_ablation__pneumoniamnist.json"
+    write_json_atomic(out, record)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.aeflow", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -222,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imagenet", action="store_true", help="--gpu: require the ImageNet weights")
     parser.add_argument("--memory", action="store_true",
                         help="count the bytes of one float32 training step of the 256 px model (runs on CPU)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="train notebook 04's subnet / alpha ablation and write aeflow_ablation__pneumoniamnist.json")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--progress", action="store_true")
@@ -240,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs:
         cfg = cfg.replace(epochs=args.epochs)
     split = one_class_split("pneumoniamnist", 0, source=args.source)
+    if args.ablation:
+        return _ablation(args, split, cfg, fast)
     runs = []
     for seed in args.seeds:
         run = run_seed(split, seed, cfg, progress=args.progress)

@@ -266,3 +266,22 @@ def test_variant_roles_name_every_score_variant():
     assert set(score_variants(det, det.score_parts(torch.rand(4, 1, 28, 28)))) == set(VARIANT_ROLES)
     assert all("complexity correction" in VARIANT_ROLES[k] for k in VARIANT_ROLES if "L(x)" in k and k != "-L(x) only")
 
+
+
+def test_ablation_benchmark_runs_in_fast_mode(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import aeflow as bench
+    from benchmarks.report import render_readme
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    assert bench.main(["--ablation", "--seeds", "0", "--source", "sample", "--out-dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "aeflow_ablation__pneumoniamnist.json").read_text())
+    assert record["protocol"] == "normal-vs-pneumonia-ablation" and record["fast_mode"] is True
+    assert [(r["subnet"], r["alpha"]) for r in record["runs"]] == [tuple(s) for s in aeflow.ABLATION_SETTINGS]
+    for run in record["runs"]:
+        assert set(run["val_auroc_by_variant"]) == set(aeflow.VARIANT_ROLES) == set(run["test_auroc_by_variant"])
+        assert run["flow_parameters"] > 0 and run["epochs"] == record["config"]["epochs"]
+    by_subnet = {r["subnet"]: r["flow_parameters"] for r in record["runs"]}
+    assert by_subnet["resnet"] != by_subnet["conv"]
+    render_readme(tmp_path)  # a record of another protocol is left out of the results README, not an error

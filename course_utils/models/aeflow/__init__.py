@@ -59,8 +59,8 @@ from __future__ import annotations
 from ...complexity import png_bits
 from ..backbones import (IMAGENET_MEAN, IMAGENET_STD, PretrainedWeightsUnavailable, WideResNetEncoder,
                          load_imagenet_wide_resnet)
-from .detector import (PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, VARIANT_ROLES, AEFlowDetector,
-                       resolve_config, score_variants)
+from .detector import (ABLATION_SETTINGS, PNEUMONIA_CONFIG, PNEUMONIA_FAST_CONFIG, SELECTABLE_VARIANTS, VARIANT_ROLES,
+                       AEFlowDetector, resolve_config, score_variants)
 from .flowgmm import (FLOWGMM_VARIANTS, UNLABELLED, AEFlowGMM, FlowGMMDetector, FlowGMMSettings, GaussianMixtureBase,
                       anomaly_posterior, draw_labelled, flowgmm_loss, flowgmm_variants)
 from .model import (ALPHA, BETA, SUBNETS, AEFlow, AEFlowConfig, AEFlowOutput, ConvSubnet, Decoder, ResNetSubnet,
@@ -120,4 +120,5 @@ __all__ = [
     "SELECTABLE_VARIANTS",
     "score_variants",
     "VARIANT_ROLES",
+    "ABLATION_SETTINGS",
 ]

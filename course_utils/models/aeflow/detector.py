@@ -22,7 +22,7 @@ from .scores import (aeflow_loss, anomaly_maps, combine_scores, complexity_corre
                      recon_score)
 
 __all__ = ["resolve_config", "resize_square", "AEFlowDetector", "PNEUMONIA_CONFIG", "PNEUMONIA_FAST_CONFIG",
-           "SELECTABLE_VARIANTS", "score_variants", "VARIANT_ROLES", "MODEL_VERSION"]
+           "SELECTABLE_VARIANTS", "score_variants", "VARIANT_ROLES", "ABLATION_SETTINGS", "MODEL_VERSION"]
 
 # the checkpoint-cache model version: bump it when a change the cache config does not capture changes the
 # trained weights (old checkpoints then stop loading, and bundles skip them; see course_utils.bundles)
@@ -251,6 +251,10 @@ PNEUMONIA_CONFIG = AEFlowConfig.reduced(epochs=30)
 PNEUMONIA_FAST_CONFIG = AEFlowConfig.reduced(feature_channels=16, encoder_widths=(8, 16, 16), decoder_widths=(16, 8),
                                              n_flow_blocks=4, epochs=2)
 """A tiny model for fast mode (tests): checks that everything runs, not that it detects."""
+
+ABLATION_SETTINGS = (("resnet", 0.5), ("conv", 0.5), ("resnet", 0.1), ("resnet", 0.9))
+"""The (subnet, alpha) pairs of the ablation (notebook 04, ``python -m benchmarks.aeflow --ablation``): the two
+subnets of the paper at its alpha = 0.5, then the ResNet-type subnet at a small and a large loss weight."""
 
 SELECTABLE_VARIANTS = ("paper: raw terms", "paper - 1 L(x)", "paper - 2 L(x)", "z-scored terms",
                        "z-scored terms - 1 L(x)")
