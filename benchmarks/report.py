@@ -18,7 +18,7 @@ from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
 from .sections import (render_aeflow, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
-                       render_glow_codecs)
+                       render_glow_codecs, render_selection)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
@@ -175,6 +175,10 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         record = json.loads(path.read_text())
         if record.get("protocol") == "complexity-codecs":
             lines += [render_glow_codecs(record), ""]
+    for path in sorted(results_dir.glob("selection__*.json")):
+        record = json.loads(path.read_text())
+        if record.get("protocol") == "settings-selection":
+            lines += [render_selection(record), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out

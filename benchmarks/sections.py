@@ -12,7 +12,7 @@ import numpy as np
 from course_utils.data import dataset_info
 
 __all__ = ["PAPER_CHEST_XRAY", "AEFLOW_REPORTED_CHEST_XRAY", "MEDMNIST_RESNET18_28_AUC", "render_aeflow_flowgmm", "render_aeflow", "render_aeflow_hardware", "LITERATURE_BPD", "render_glow_bpd",
-           "REFERENCE_ROW", "render_glow_codecs"]
+           "REFERENCE_ROW", "render_glow_codecs", "render_selection"]
 
 # Zhao et al. 2023, Table 1, chest X-ray (Kermany), AE-FLOW; %. SPE is not stated exactly in our notes (about 76).
 PAPER_CHEST_XRAY = {"auroc": 92.00, "f1": 88.92, "acc": 85.58, "sen": 91.28, "spe": 76.0}
@@ -213,4 +213,33 @@ def render_glow_codecs(record: dict) -> str:
               f"would give a mean AUROC of {record['oracle_best_codec_per_class_mean_auroc']:.3f}. The codec "
               "reshuffles which classes fail more than it raises the mean.",
               "", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def render_selection(record: dict) -> str:
+    """The section of ``benchmarks/results/README.md`` for one ``benchmarks.select_settings`` record: every
+    candidate's criterion on the training split's held-out part, the chosen one, and whether the code uses it."""
+    groups = ", ".join(f"{g}: fit {v['n_fit']:,}, held-out normal {v['n_held_out_normal']:,}, other classes "
+                       f"{v['n_held_out_other']:,}" for g, v in record["groups"].items())
+    lines = [
+        f"## Settings selection: {record['method']} ({record['dataset']}, training split only)",
+        "",
+        f"Criterion: {record['criterion']}. Normal classes and held-out images ({groups}); seed {record['seed']}, "
+        f"data {record['data_source']}{', fast mode' if record.get('fast_mode') else ''}"
+        f"{', ' + format(record['bpd_steps'], ',') + ' steps at batch 64 (or the same images seen)' if record.get('bpd_steps') else ''}.",
+        "",
+        "| candidate | criterion (mean) | per group | train s | |",
+        "|---|---|---|---|---|",
+    ]
+    for row in record["candidates"]:
+        per = "; ".join(f"{g}: " + (_fmt(r["criterion"]) if r["criterion"] is not None else r.get("failed", "failed"))
+                        for g, r in row["per_group"].items())
+        mark = " ".join(m for m, on in (("**chosen**", row["name"] == record["chosen"]),
+                                       ("in the code", row["in_code"])) if on)
+        lines.append(f"| {row['name']} | {_fmt(row['criterion_mean'])} | {per} | "
+                     f"{sum(row['seconds'].values()):.0f} | {mark} |")
+    lines += ["", ("The protocol chose the setting the code uses." if record["matches_code"] else
+                   f"The protocol chose **{record['chosen']}**, not the code's **{record['in_code']}**."),
+              "", f"Machine: {record.get('machine', '?')}; {record.get('torch_threads')} thread(s); commit "
+                  f"{record.get('git_commit')}."]
     return "\n".join(lines)
