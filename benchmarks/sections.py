@@ -53,7 +53,7 @@ def render_aeflow(record: dict) -> str:
     """The results section for ``benchmarks/results/README.md`` (and the notebook)."""
     p = PAPER_CHEST_XRAY
     lines = [
-        "## AE-FLOW on PneumoniaMNIST (notebook 04)",
+        "## AE-FLOW on PneumoniaMNIST (notebook 05)",
         "",
         f"Train on the {record['n_train']:,} normal images of the train split ({record['image_size_data']} px data, "
         f"model input {record['config']['image_size']} px, {record['config']['encoder']} encoder, weights: "
@@ -191,7 +191,7 @@ def render_glow_codecs(record: dict) -> str:
     classes = [str(c) for c in record["classes"]]
     names = dataset_info(record["dataset"]).class_names
     lines = [
-        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 03)",
+        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 04)",
         "",
         "S(x) = NLL_bits(x) - L(x) with L(x) from each lossless codec, on the `glow-nll` models "
         f"(one-class protocol, seeds {' '.join(map(str, record['seeds']))}, data: {record['data_source']}); "

@@ -94,9 +94,9 @@ def _ae_ssim(context: MethodContext) -> Detector:
 
 
 def _glow(score: str, context: MethodContext) -> Detector:
-    """Notebook 03's Glow; ``glow-nll`` and ``glow-complexity`` train the SAME model (one shared
-    checkpoint: the cache key holds no score) and differ only in the score: NLL in bits, or NLL bits
-    minus the PNG length of the image (Serra et al. 2020)."""
+    """Notebook 04's Glow scores (notebook 03 teaches the flow); ``glow-nll`` and ``glow-complexity`` train
+    the SAME model (one shared checkpoint: the cache key holds no score) and differ only in the score: NLL
+    in bits, or NLL bits minus the PNG length of the image (Serra et al. 2020)."""
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GlowDetector
 
     return GlowDetector(FAST_CONFIG if context.fast else FULL_CONFIG, score=score, seed=context.seed)
@@ -111,7 +111,7 @@ def _glow_complexity(context: MethodContext) -> Detector:
 
 
 def _glow_final_scale(context: MethodContext) -> Detector:
-    """Notebook 03's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
+    """Notebook 04's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
     4-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
     from .models.glow import FAST_FINAL_SCALE_CONFIG, FINAL_SCALE_CONFIG, GlowDetector
 
@@ -120,7 +120,7 @@ def _glow_final_scale(context: MethodContext) -> Detector:
 
 
 def _glow_ratio(context: MethodContext) -> Detector:
-    """Notebook 03's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
+    """Notebook 04's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
     ANOTHER dataset (``GENERAL_DOMAIN``), never on the target dataset's images."""
     from .data import load_dataset
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GENERAL_CONFIG, GENERAL_DOMAIN, GlowRatioDetector
