@@ -95,11 +95,16 @@ def _iw_change(value: Any) -> str:
     return value.strip().lower()
 
 
-# Decided by the mathematics, not by a measurement: E[log mean_k w_k] >= E[log w_1] (Jensen; Burda et al.
-# 2016 show it grows with K), so the K-draw estimate of the bits is lower in expectation than one draw's.
+def iw_change_from_jensen() -> str:
+    """How bpd_K compares with bpd_1, decided by the mathematics, not by a measurement: E[log mean_k w_k] >=
+    E[log w_1] (Jensen's inequality; Burda et al. 2016 show the bound tightens as K grows), so the K-draw
+    estimate of the bits is lower, in expectation, than one draw's."""
+    return "lower"
+
+
 IW_CHANGE = register(ExerciseSpec(
     grade_id="ex-predict-iw-change", answer="predicted_iw_change", draw=lambda rng: [Case("your prediction", ())],
-    reference="lower", kind="value",
+    reference=iw_change_from_jensen, kind="value",
     compare=equal_to(normalise=_iw_change, hint=(
         'one of "lower", "the same", "higher". The log of a mean of weights versus the mean of their logs: '
         "which is larger (Jensen's inequality, log is concave)? More log-likelihood means fewer bits")),
