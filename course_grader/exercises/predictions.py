@@ -1,4 +1,4 @@
-"""Prediction and interpretation exercises, one per notebook, decided by the committed benchmarks.
+"""Prediction and interpretation exercises (at least one per notebook), decided by the committed benchmarks.
 
 Each is a ``kind="value"`` exercise: the student answers with a function without arguments
 that returns a choice (a class, a codec, a dataset, a set of scores) *before* the notebook
