@@ -1,4 +1,5 @@
-"""Prediction and interpretation exercises (at least one per notebook), decided by the committed benchmarks.
+"""Prediction and interpretation exercises decided by the committed benchmarks (notebook 03's, which follows
+from Jensen's inequality, is declared in ``glow``).
 
 Each is a ``kind="value"`` exercise: the student answers with a function without arguments
 that returns a choice (a class, a codec, a dataset, a set of scores) *before* the notebook
