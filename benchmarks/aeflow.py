@@ -1,6 +1,6 @@
 """AE-FLOW on PneumoniaMNIST: ``python -m benchmarks.aeflow [--seeds 0 1 2]``; GPU throughput: ``--gpu``.
 
-Protocol (docs/design.md, section protocol; the same code as notebook 04):
+Protocol (docs/design.md, section protocol; the same code as notebook 05):
 
 - train the reduced AE-FLOW (``course_utils.models.aeflow.PNEUMONIA_CONFIG``: small encoder from
   scratch, 32 px, no ImageNet weights) on the NORMAL images of the official train split only;

@@ -92,7 +92,7 @@ def render_aeflow(record: dict) -> str:
         return f"{100 * float(np.mean(values)):.2f} ± {100 * spread:.2f}"
 
     lines = [
-        "## AE-FLOW on PneumoniaMNIST (the AE-FLOW notebook)",
+        "## AE-FLOW on PneumoniaMNIST (notebook 05)",
         "",
         f"Train on the {record['n_train']:,} normal images of the train split ({record['image_size_data']} px data, "
         f"model input {record['config']['image_size']} px, {record['config']['encoder']} encoder, weights: "
@@ -256,7 +256,7 @@ def render_glow_codecs(record: dict) -> str:
     classes = [str(c) for c in record["classes"]]
     names = dataset_info(record["dataset"]).class_names
     lines = [
-        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 03)",
+        f"## Glow complexity score on {record['dataset']}: which compressor? (notebook 04)",
         "",
         "S(x) = NLL_bits(x) - L(x) with L(x) from each lossless codec, on the `glow-nll` models "
         f"(one-class protocol, seeds {' '.join(map(str, record['seeds']))}, data: {record['data_source']}); "

@@ -350,3 +350,14 @@ def test_reproductions_auc_is_balanced_accuracy():
     assert abs(balanced_accuracy_from_rates(paper["sen"], paper["spe"]) - paper["auc"]) > 5  # the paper's is AUROC
     with pytest.raises(ValueError, match="sen"):
         balanced_accuracy_from_rates(float("nan"), 0.5)
+
+
+def test_auroc_between_classes_keeps_only_the_two_classes():
+    from course_utils.metrics import auroc_between_classes
+
+    scores = np.array([0.1, 0.2, 0.9, 5.0, 0.8])
+    classes = np.array([3, 3, 7, 1, 7])          # class 1 (score 5.0) would rank first if it were kept
+    assert auroc_between_classes(scores, classes, normal=3, anomaly=7) == 1.0
+    assert auroc_between_classes(scores, classes, normal=7, anomaly=3) == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        auroc_between_classes(scores[:3], classes, normal=3, anomaly=7)

@@ -1,4 +1,4 @@
-"""Exercises of notebook 04 (AE-FLOW): the AE-FLOW anomaly score, the best-F1 threshold on validation."""
+"""Exercises of notebook 05 (AE-FLOW): the AE-FLOW anomaly score, the best-F1 threshold on validation."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The AE-FLOW detector of the one-class protocol, the ImageNet fallback, and the settings and score
-variants shared by notebook 04 and ``benchmarks/aeflow.py``."""
+variants shared by notebook 05 and ``benchmarks/aeflow.py``."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ class AEFlowDetector(Detector):
 
 
 # --------------------------------------------------------------------------------------
-# Settings and score variants shared by notebook 04 and benchmarks/aeflow.py
+# Settings and score variants shared by notebook 05 and benchmarks/aeflow.py
 # --------------------------------------------------------------------------------------
 
 PNEUMONIA_CONFIG = AEFlowConfig.reduced(epochs=30)
