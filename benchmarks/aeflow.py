@@ -1,6 +1,6 @@
 """AE-FLOW on PneumoniaMNIST: ``python -m benchmarks.aeflow [--seeds 0 1 2]``; GPU throughput: ``--gpu``.
 
-Protocol (docs/design.md, section protocol; the same code as notebook 04):
+Protocol (docs/design.md, section protocol; the same code as notebook 05):
 
 - train the reduced AE-FLOW (``course_utils.models.aeflow.PNEUMONIA_CONFIG``: small encoder from
   scratch, 32 px, no ImageNet weights) on the NORMAL images of the official train split only;
@@ -21,7 +21,7 @@ model (ImageNet encoder if available, else random init: same cost) at batch 16 w
 ``course_utils.training.train``, and writes ``aeflow_gpu.json``. Without a GPU it says so and
 writes nothing: there are no made-up numbers.
 
-``--ablation`` trains the subnet / loss-weight ablation of notebook 04 (``ABLATION_SETTINGS``: ResNet-type and
+``--ablation`` trains the subnet / loss-weight ablation of notebook 05 (``ABLATION_SETTINGS``: ResNet-type and
 conv-type subnets at alpha = 0.5, the ResNet-type one at alpha = 0.1 and 0.9) with the benchmark's settings and
 epochs, for ``--seeds`` (the notebook reads seed 0), and writes ``aeflow_ablation__pneumoniamnist.json``: the
 val and test AUROC of every score variant per setting and seed, the training time and the flow's parameter
@@ -55,7 +55,11 @@ from course_utils.models.aeflow import (ABLATION_SETTINGS, PNEUMONIA_CONFIG, PNE
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, write_json_atomic
 from .sections import render_aeflow as render_markdown
 
-__all__ = ["run_seed", "run_ablation", "main", "render_markdown"]
+__all__ = ["HEADLINE_VARIANTS", "run_seed", "run_ablation", "main", "render_markdown"]
+
+HEADLINE_VARIANTS = ("paper, S_flow log-density form", "paper, S_flow likelihood form", "-L(x) only")
+"""Variants reported with F1 / ACC / SEN / SPE whatever val chooses: the paper's raw score in its two readings
+(what the paper's numbers measure) and the model-free L(x) alone, beside the val-chosen variant."""
 
 
 def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dict:
@@ -73,6 +77,13 @@ def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dic
     t_f1 = threshold_best_f1(val[chosen], split.val_labels)
     t_youden = threshold_youden(val[chosen], split.val_labels)
     at = {name: binary_metrics(test[chosen], split.test_labels, t) for name, t in (("best_f1", t_f1), ("youden", t_youden))}
+    # like against like: the paper's raw score in both readings, and L(x) alone, each at ITS OWN best-F1
+    # threshold on val (the variant is fixed here, not chosen, so val picks only the threshold)
+    at_by_variant = {}
+    for name in HEADLINE_VARIANTS:
+        t = threshold_best_f1(val[name], split.val_labels)
+        at_by_variant[name] = {k: (round(v, 6) if isinstance(v, float) else v)
+                               for k, v in binary_metrics(test[name], split.test_labels, t).items()}
     return {
         "seed": seed,
         "selected_variant": chosen,
@@ -86,6 +97,7 @@ def run_seed(split, seed: int, cfg: AEFlowConfig, progress: bool = False) -> dic
         "threshold_youden_val": t_youden,
         "test_at_val_threshold": {name: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}
                                   for name, m in at.items()},
+        "test_at_val_threshold_by_variant": at_by_variant,
         "train_seconds": round(train_seconds, 2),
         "score_seconds_val_test": round(score_seconds, 2),
         "epochs": det.history.epochs_run if det.history is not None else None,
@@ -134,6 +146,11 @@ def summarise(runs: list[dict]) -> dict:
                                             for k in variants}
     summary["mean_flow_forms_val"] = {k: round(float(np.mean([r["flow_forms_val"][k] for r in runs])), 6)
                                       for k in runs[0]["flow_forms_val"]}
+    if "test_at_val_threshold_by_variant" in runs[0]:
+        summary["mean_test_at_val_threshold_by_variant"] = {
+            name: {k: round(float(np.mean([r["test_at_val_threshold_by_variant"][name][k] for r in runs])), 6)
+                   for k in ("f1", "acc", "sen", "spe")}
+            for name in runs[0]["test_at_val_threshold_by_variant"]}
     summary["mean_train_seconds"] = round(float(np.mean([r["train_seconds"] for r in runs])), 2)
     return summary
 
@@ -270,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true",
                         help="count the bytes of one float32 training step of the 256 px model (runs on CPU)")
     parser.add_argument("--ablation", action="store_true",
-                        help="train notebook 04's subnet / alpha ablation and write aeflow_ablation__pneumoniamnist.json")
+                        help="train notebook 05's subnet / alpha ablation and write aeflow_ablation__pneumoniamnist.json")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--progress", action="store_true")

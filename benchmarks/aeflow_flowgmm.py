@@ -44,7 +44,7 @@ from course_utils.models.aeflow.reported import MEDMNIST_RESNET18_28_AUC
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 from .sections import render_aeflow_flowgmm as render_markdown
 
-# FLOWGMM_VARIANTS, draw_labelled and flowgmm_variants live in course_utils.models.aeflow (notebook 04 uses them)
+# FLOWGMM_VARIANTS, draw_labelled and flowgmm_variants live in course_utils.models.aeflow (notebook 05 uses them)
 __all__ = ["FLOWGMM_VARIANTS", "draw_labelled", "flowgmm_variants", "supervised_baseline", "run_one", "main",
            "render_markdown"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from course_utils import config
 from course_utils.tables import summarize_per_class
-from course_utils.protocol import METHODS, OneClassResults, run_one_class
+from course_utils.protocol import METHODS, OneClassResults, method_settings, run_one_class
 
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, render_readme, update_main_readme, write_json_atomic
 
@@ -69,7 +69,10 @@ def merge_records(old: dict, new: dict) -> dict:
         ValueError: the two runs used different seeds or data sources, so their
             classes cannot share a table: rerun all classes, or pass --overwrite.
     """
-    for key in ("seeds", "data_source"):
+    # settings: only when both records stored them (records before 2026-12-02 did not)
+    for key in ("seeds", "data_source", "settings"):
+        if key == "settings" and (old.get(key) is None or new.get(key) is None):
+            continue
         if old.get(key) != new.get(key):
             raise ValueError(
                 f"existing results for {new['method']} on {new['dataset']} used {key}={old.get(key)!r}, this run "
@@ -110,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                             n_train=args.n_train, source=args.source, jobs=args.jobs)
     record = results_to_record(results, args.seeds)
     record["fast_mode"] = fast
+    # what the current code runs (protocol, method, detector settings): results.BenchmarkTable.check_protocol
+    # compares a notebook's current settings with it
+    record["settings"] = method_settings(args.method, dataset=results.dataset, fast=fast, source=args.source)
     record["jobs"] = args.jobs
     record["peak_rss_mb"] = round(peak_rss_mb(), 1)
     record.update(environment_info())

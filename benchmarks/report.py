@@ -18,7 +18,7 @@ from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
 from .sections import (render_aeflow, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
-                       render_glow_codecs)
+                       render_glow_codecs, render_selection)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
@@ -30,10 +30,10 @@ METHOD_INFO = {
     "knn": ("5-NN distance in pixel space", "00"),
     "ae-l2": ("convolutional autoencoder, L2 loss, MSE score", "01"),
     "ae-ssim": ("convolutional autoencoder, SSIM loss, 1 - SSIM score", "01"),
-    "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "03"),
-    "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "03"),
-    "glow-ratio": ("Glow, NLL bits minus those of a Glow trained on the other dataset (uses extra data)", "03"),
-    "glow-final-scale": ("Glow, 4 levels on 32 px: bits of the final scale only (Schirrmeister et al. 2020)", "03"),
+    "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "04"),
+    "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "04"),
+    "glow-ratio": ("Glow, NLL bits minus those of a Glow trained on the other dataset (uses extra data)", "04"),
+    "glow-final-scale": ("Glow, 4 levels on 32 px: bits of the final scale only (Schirrmeister et al. 2020)", "04"),
     "fanogan": ("f-AnoGAN: WGAN-GP + izif encoder, MSE + critic-feature score", "02"),
     "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }
@@ -175,6 +175,10 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
         record = json.loads(path.read_text())
         if record.get("protocol") == "complexity-codecs":
             lines += [render_glow_codecs(record), ""]
+    for path in sorted(results_dir.glob("selection__*.json")):
+        record = json.loads(path.read_text())
+        if record.get("protocol") == "settings-selection":
+            lines += [render_selection(record), ""]
     out = results_dir / "README.md"
     atomic_write_bytes(out, "\n".join(lines).encode())
     return out

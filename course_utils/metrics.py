@@ -33,6 +33,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "auroc",
+    "auroc_between_classes",
     "auprc",
     "pixel_auroc",
     "pro_curve",
@@ -199,6 +200,22 @@ def auroc(scores: Any, labels: Any) -> float:
     """
     scores_array, labels_array = validate_scores_labels(scores, labels, metric="AUROC")
     return float(roc_auc_score(labels_array, scores_array))
+
+
+def auroc_between_classes(scores: Any, classes: Any, normal: int, anomaly: int) -> float:
+    """AUROC of class ``anomaly`` against class ``normal`` alone (the images of every other class left out).
+
+    Args:
+        scores: shape (N,), finite; higher = more anomalous.
+        classes: shape (N,), the class of each image; both ``normal`` and ``anomaly`` present.
+        normal, anomaly: the two classes compared (``anomaly`` is the positive class).
+    """
+    classes_array = np.asarray(classes.numpy() if hasattr(classes, "numpy") else classes).reshape(-1)
+    scores_array = np.asarray(scores.numpy() if hasattr(scores, "numpy") else scores, dtype=np.float64).reshape(-1)
+    if len(classes_array) != len(scores_array):
+        raise ValueError(f"scores ({len(scores_array)}) and classes ({len(classes_array)}) differ in length")
+    keep = (classes_array == normal) | (classes_array == anomaly)
+    return auroc(scores_array[keep], (classes_array[keep] == anomaly).astype(int))
 
 
 def auprc(scores: Any, labels: Any) -> float:

@@ -13,6 +13,7 @@ Only matplotlib is required; seaborn, if installed, is not needed here.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -24,6 +25,10 @@ from course_utils.metrics import auprc, auroc, counts_at_threshold, validate_sco
 
 __all__ = [
     "images_to_nhwc",
+    "ScoreRange",
+    "score_range",
+    "mark_outside",
+    "apply_score_range",
     "score_histogram",
     "roc_curve_plot",
     "pr_curve_plot",
@@ -37,6 +42,8 @@ ANOMALY_COLOR = "tab:red"
 THRESHOLD_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 # gid of the chance line, so overlaying several curves on one Axes draws it only once.
 _CHANCE_GID = "course_utils-chance"
+# gid of the marks that say how many scores lie outside the shown range.
+_OUTSIDE_GID = "course_utils-outside"
 
 
 def _axes_or_new(ax: Axes | None, figsize: tuple[float, float] = (5.0, 4.0)) -> Axes:
@@ -59,6 +66,120 @@ def _as_numpy(x: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ScoreRange:
+    """The part of a score axis worth showing, and what lies outside it.
+
+    Attributes:
+        low, high: the shown interval (low < high), in score units.
+        log: True when the axis is logarithmic (every score > 0 and the bulk spans orders of magnitude).
+        n_below, n_above: how many scores lie outside ``[low, high]`` and are not drawn.
+    """
+
+    low: float
+    high: float
+    log: bool
+    n_below: int
+    n_above: int
+
+    def bin_edges(self, bins: int) -> np.ndarray:
+        """``bins + 1`` edges over the range: equally spaced, in log space on a log axis."""
+        if self.log:
+            return np.logspace(np.log10(self.low), np.log10(self.high), bins + 1)
+        return np.linspace(self.low, self.high, bins + 1)
+
+
+def score_range(
+    scores: Any,
+    *,
+    fence: float = 5.0,
+    log: bool | None = None,
+    log_decades: float = 3.0,
+) -> ScoreRange:
+    """A readable axis range for scores with (possibly) heavy tails.
+
+    The bulk's scale is the interquartile range IQR = q75 - q25 (the 0.5-99.5 % range when more than
+    half of the scores are equal, so IQR = 0). Scores beyond the fences q25 - ``fence`` IQR and
+    q75 + ``fence`` IQR are not shown, and the shown range ends at the most extreme score inside the
+    fences. With ``fence=5``, Gaussian scores (the fences lie beyond 7 sigma) and uniform ones are shown
+    whole, exponential ones lose about 0.1 %, and an outlier at 335 beside scores in [0, 1], however
+    many there are, is cut off. With ``log=None`` the axis is logarithmic when every score is positive and
+    the middle 90 % of the scores spans at least ``log_decades`` powers of ten; the fences are then
+    computed on log10 of the scores.
+
+    Args:
+        scores: shape (N,), finite.
+        fence: the fences' distance from the quartiles, in IQRs; ``inf`` never cuts.
+        log: force a log (True) or linear (False) axis; None chooses.
+        log_decades: powers of ten of the middle 90 % above which ``log=None`` chooses a log axis.
+
+    Returns:
+        The :class:`ScoreRange`, with the counts of scores left outside it.
+    """
+    values = np.asarray(_as_numpy(scores), dtype=np.float64).ravel()
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ValueError("scores must be a non-empty array of finite numbers")
+    if not fence > 0:
+        raise ValueError(f"fence must be > 0 (in interquartile ranges); got {fence!r}")
+    positive = bool(np.all(values > 0))
+    if log and not positive:
+        raise ValueError("a log axis needs every score > 0")
+    if log is None:  # the middle 90 % spans orders of magnitude: a few tiny scores alone do not decide it
+        middle_low, middle_high = np.percentile(values, [5.0, 95.0])
+        log = positive and middle_high / middle_low >= 10.0**log_decades
+    t = np.log10(values) if log else values
+    q_lo, q25, q75, q_hi = np.percentile(t, [0.5, 25.0, 75.0, 99.5])
+    scale = (q75 - q25) or (q_hi - q_lo)
+    inside = (t >= q25 - fence * scale) & (t <= q75 + fence * scale) if scale > 0 else np.ones_like(t, bool)
+    low, high = float(values[inside].min()), float(values[inside].max())
+    n_below, n_above = int(np.sum(values < low)), int(np.sum(values > high))
+    if high <= low:  # every shown score is equal: a window around them
+        low, high = (low / 2, high * 2) if log else (low - 0.5, high + 0.5)
+    return ScoreRange(low=low, high=high, log=bool(log), n_below=n_below, n_above=n_above)
+
+
+def _points(n: int) -> str:
+    return f"{n} point{'s' if n != 1 else ''}"
+
+
+def mark_outside(ax: Axes, shown: ScoreRange, *, axis: str = "x") -> list[Any]:
+    """Say on ``ax`` how many scores lie outside ``shown``: a triangle at each cut edge of the axis and
+    a text such as "3 points > 335 not shown". Returns the artists drawn (gid ``course_utils-outside``)."""
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
+    drawn = []
+    for n, edge, text_position, marker, sign, value in (
+        (shown.n_below, 0.0, 0.01, "<" if axis == "x" else "v", "<", shown.low),
+        (shown.n_above, 1.0, 0.99, ">" if axis == "x" else "^", ">", shown.high),
+    ):
+        if n == 0:
+            continue
+        xy = (edge, 0.0) if axis == "x" else (0.0, edge)
+        (tip,) = ax.plot(*xy, marker=marker, markersize=9, color="black", transform=ax.transAxes, clip_on=False,
+                         linestyle="none")
+        tip.set_gid(_OUTSIDE_GID)
+        text_xy = (text_position, 0.06) if axis == "x" else (0.02, text_position)
+        note = ax.text(*text_xy, f"{_points(n)} {sign} {value:.4g} not shown", transform=ax.transAxes,
+                       ha="left" if edge == 0.0 or axis == "y" else "right",
+                       va="bottom" if axis == "x" or edge == 0.0 else "top", fontsize=8,
+                       bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
+        note.set_gid(_OUTSIDE_GID)
+        drawn += [tip, note]
+    return drawn
+
+
+def apply_score_range(ax: Axes, scores: Any, *, axis: str = "x", **range_options: Any) -> ScoreRange:
+    """Give ``ax``'s x (or y) axis the readable range of ``scores`` (:func:`score_range`): limits, log
+    scale when chosen, and the count of hidden points (:func:`mark_outside`). For scatter plots of scores."""
+    shown = score_range(scores, **range_options)
+    set_limits, set_scale = (ax.set_xlim, ax.set_xscale) if axis == "x" else (ax.set_ylim, ax.set_yscale)
+    if shown.log:
+        set_scale("log")
+    set_limits(shown.low, shown.high)
+    mark_outside(ax, shown, axis=axis)
+    return shown
+
+
 def score_histogram(
     scores: Any,
     labels: Any,
@@ -69,22 +190,32 @@ def score_histogram(
     title: str | None = None,
     names: tuple[str, str] = ("normal", "anomaly"),
     density: bool = True,
+    clip: bool = True,
+    log: bool | None = None,
 ) -> Axes:
-    """Overlaid histograms of normal (green) and anomalous (red) scores.
+    """Overlaid histograms of normal (green) and anomalous (red) scores on a readable axis.
 
     Both histograms use the SAME bin edges, computed from all scores together, so
-    the bars are directly comparable.
+    the bars are directly comparable. Heavy tails do not squeeze the bulk into one bar: with
+    ``clip`` the axis covers :func:`score_range` (far tails cut at fences 5 interquartile ranges
+    beyond the quartiles, a log axis when the scores span orders of magnitude) and the figure says how many points lie
+    outside ("3 points > 335 not shown", with a triangle at that edge). Densities stay those of
+    all scores of a class (the hidden points keep their share of the area); on a log axis they are
+    per power of ten, so equal bars hold equal mass.
 
     Args:
         scores: shape (N,), finite; higher = more anomalous.
         labels: shape (N,), 1 = anomaly, 0 = normal; one class alone is allowed.
         ax: Axes to draw into; a new figure when None.
-        bins: number of bins, or the bin edges themselves.
-        threshold: if given, drawn as a dashed vertical line.
+        bins: number of bins over the shown range, or the bin edges themselves (then the range is
+            theirs, and points outside them are counted as not shown).
+        threshold: if given, drawn as a dashed vertical line (off the shown range: named in the legend).
         title: Axes title.
         names: legend names of the (normal, anomaly) classes; counts are appended.
         density: True normalises each class's histogram to unit area (compares shapes
             when the classes have very different sizes); False shows counts.
+        clip: False draws every score on a linear axis from the minimum to the maximum.
+        log: force a log (True) or linear (False) axis; None lets :func:`score_range` choose.
 
     Returns:
         The Axes.
@@ -92,26 +223,49 @@ def score_histogram(
     scores_array, labels_array = validate_scores_labels(scores, labels, require_both_classes=False)
     if len(names) != 2:
         raise ValueError(f"names must be two strings (normal, anomaly); got {names!r}")
-    edges = np.histogram_bin_edges(scores_array, bins=bins)
+    if not isinstance(bins, (int, np.integer)):
+        edges = np.asarray(bins, dtype=np.float64)
+        shown = ScoreRange(float(edges[0]), float(edges[-1]), bool(log),
+                           int(np.sum(scores_array < edges[0])), int(np.sum(scores_array > edges[-1])))
+    elif clip:
+        shown = score_range(scores_array, log=log)
+        edges = shown.bin_edges(int(bins))
+    else:
+        edges = np.histogram_bin_edges(scores_array, bins=bins)
+        shown = ScoreRange(float(edges[0]), float(edges[-1]), False, 0, 0)
     ax = _axes_or_new(ax)
     for class_value, name, color in ((0, names[0], NORMAL_COLOR), (1, names[1], ANOMALY_COLOR)):
         class_scores = scores_array[labels_array == class_value]
         if len(class_scores) == 0:
             continue
+        weights = None
+        if density:  # unit area over ALL of the class's scores, also those outside the shown range
+            # per unit of score on a linear axis, per power of ten on a log axis (equal bars = equal mass)
+            widths = np.diff(np.log10(edges)) if shown.log else np.diff(edges)
+            bin_of = np.clip(np.searchsorted(edges, class_scores, side="right") - 1, 0, len(edges) - 2)
+            weights = 1.0 / (len(class_scores) * widths[bin_of])
         ax.hist(
             class_scores,
             bins=edges,
-            density=density,
+            weights=weights,
             alpha=0.5,
             color=color,
             edgecolor=color,
             label=f"{name} (n={len(class_scores)})",
         )
+    if shown.log:
+        ax.set_xscale("log")
+    ax.set_xlim(shown.low, shown.high)
     if threshold is not None:
         value = validate_threshold(threshold)
-        ax.axvline(value, label=f"threshold = {value:.4g}", **THRESHOLD_STYLE)
-    ax.set_xlabel("anomaly score (higher = more anomalous)")
-    ax.set_ylabel("density" if density else "count")
+        if shown.low <= value <= shown.high:
+            ax.axvline(value, label=f"threshold = {value:.4g}", **THRESHOLD_STYLE)
+        else:
+            side = "right" if value > shown.high else "left"
+            ax.plot([], [], label=f"threshold = {value:.4g} (off the axis, {side})", **THRESHOLD_STYLE)
+    mark_outside(ax, shown)
+    ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if shown.log else ""))
+    ax.set_ylabel(("density per power of ten" if shown.log else "density") if density else "count")
     ax.legend()
     if title is not None:
         ax.set_title(title)

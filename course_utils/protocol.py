@@ -23,9 +23,11 @@ does) gets it from the same pass instead of a second one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -34,8 +36,12 @@ from . import config
 from .data import dataset_info, one_class_split
 from .metrics import auprc, auroc
 
-__all__ = ["Detector", "MethodContext", "METHODS", "register_method", "make_detector", "ClassResult",
+__all__ = ["Detector", "MethodContext", "METHODS", "register_method", "make_detector", "method_settings",
+           "detector_settings", "ClassResult",
            "OneClassResults", "evaluate_one_class", "run_one_class"]
+
+
+PROTOCOL = "one-class"  # the protocol name benchmark records carry
 
 
 class Detector(Protocol):
@@ -94,9 +100,9 @@ def _ae_ssim(context: MethodContext) -> Detector:
 
 
 def _glow(score: str, context: MethodContext) -> Detector:
-    """Notebook 03's Glow; ``glow-nll`` and ``glow-complexity`` train the SAME model (one shared
-    checkpoint: the cache key holds no score) and differ only in the score: NLL in bits, or NLL bits
-    minus the PNG length of the image (Serra et al. 2020)."""
+    """Notebook 04's Glow scores (notebook 03 teaches the flow); ``glow-nll`` and ``glow-complexity`` train
+    the SAME model (one shared checkpoint: the cache key holds no score) and differ only in the score: NLL
+    in bits, or NLL bits minus the PNG length of the image (Serra et al. 2020)."""
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GlowDetector
 
     return GlowDetector(FAST_CONFIG if context.fast else FULL_CONFIG, score=score, seed=context.seed)
@@ -111,7 +117,7 @@ def _glow_complexity(context: MethodContext) -> Detector:
 
 
 def _glow_final_scale(context: MethodContext) -> Detector:
-    """Notebook 03's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
+    """Notebook 04's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
     4-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
     from .models.glow import FAST_FINAL_SCALE_CONFIG, FINAL_SCALE_CONFIG, GlowDetector
 
@@ -120,7 +126,7 @@ def _glow_final_scale(context: MethodContext) -> Detector:
 
 
 def _glow_ratio(context: MethodContext) -> Detector:
-    """Notebook 03's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
+    """Notebook 04's likelihood ratio: the ``glow-nll`` model minus a general-domain Glow trained on
     ANOTHER dataset (``GENERAL_DOMAIN``), never on the target dataset's images."""
     from .data import load_dataset
     from .models.glow import FAST_CONFIG, FULL_CONFIG, GENERAL_CONFIG, GENERAL_DOMAIN, GlowRatioDetector
@@ -180,6 +186,45 @@ def register_method(name: str, factory: MethodFactory) -> None:
 def make_detector(method: str, seed: int, fast: bool, *, dataset: str, source: str = "auto") -> Detector:
     """The detector of ``method`` for one run: its factory called with the run's :class:`MethodContext`."""
     return _get_factory(method)(MethodContext(seed=seed, fast=fast, dataset=dataset, source=source))
+
+
+# Detector attributes that do not change what a run measures (runtime state, where it runs, callbacks).
+_RUNTIME_ATTRIBUTES = {"seed", "device", "cache", "progress", "cache_hits", "history", "gan_history",
+                       "encoder_history", "on_gan_epoch_end", "model", "gan", "encoder", "chunk_size",
+                       "batch_size_eval"}
+
+
+def detector_settings(detector: Any) -> dict[str, Any]:
+    """The settings of an (unfitted) detector as plain JSON data: its class, score kind, every public
+    number / string / flag and every settings dataclass (``AutoencoderSettings``, ``GlowConfig``, ...),
+    nested detectors (``glow-ratio``'s two Glows) described the same way. Runtime state (seed, device,
+    cache, training histories, networks, data) is left out: it does not change what the protocol measures."""
+    described: dict[str, Any] = {"class": type(detector).__name__}
+    for name, value in sorted(vars(detector).items()):
+        if name.startswith("_") or name in _RUNTIME_ATTRIBUTES:
+            continue
+        if value is None:  # unset until fit (PCA's components, k-NN's training images)
+            continue
+        if isinstance(value, (bool, int, float, str)):
+            described[name] = value
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            described[name] = json.loads(json.dumps(dataclasses.asdict(value), default=str))
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value):
+            described[name] = list(value)
+        elif callable(getattr(value, "fit", None)) and callable(getattr(value, "score", None)):
+            described[name] = detector_settings(value)
+    return described
+
+
+def method_settings(method: str, *, dataset: str, fast: bool = False, source: str = "auto") -> dict[str, Any]:
+    """What a run of ``method`` on ``dataset`` measures with the current code: ``{"protocol": "one-class",
+    "method", "dataset", "fast", "detector": detector_settings(...)}``. ``python -m benchmarks.one_class``
+    stores it in its JSON record, and ``course_utils.results.BenchmarkTable.check_protocol`` compares a
+    committed record with it (a notebook passes ``fast=False``: the committed tables are full-mode runs).
+    It builds an unfitted detector (seed 0); ``glow-ratio``'s factory loads its general-domain images."""
+    detector = make_detector(method, 0, fast, dataset=dataset, source=source)
+    return {"protocol": PROTOCOL, "method": method, "dataset": dataset, "fast": bool(fast),
+            "detector": detector_settings(detector)}
 
 
 def _get_factory(method: str) -> MethodFactory:

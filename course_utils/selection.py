@@ -53,7 +53,14 @@ class SelectionSplit:
 
     def detection_set(self) -> tuple[Tensor, Tensor]:
         """(images, labels): the held-out normals (label 0) then the other classes' images (label 1), for a
-        detection criterion on training images only."""
+        detection criterion on training images only.
+
+        Raises:
+            ValueError: no other-class images were held out (``n_other=0``): use a label-free criterion.
+        """
+        if not len(self.held_out_other):
+            raise ValueError("this split holds out no other-class images (n_other=0); a detection criterion needs "
+                             "some: call selection_split with n_other > 0 and at least one class left out")
         images = torch.cat([self.held_out_normal, self.held_out_other])
         labels = torch.cat([torch.zeros(len(self.held_out_normal), dtype=torch.long),
                             torch.ones(len(self.held_out_other), dtype=torch.long)])
@@ -65,6 +72,8 @@ def selection_split(name: str, normal_classes: int | Iterable[int], *, held_out_
                     size: int | None = None) -> SelectionSplit:
     """Hold out ``held_out_fraction`` of the normal training images of dataset ``name`` and draw ``n_other``
     training images of the other classes (default: as many as held-out normals), all seeded with ``seed``.
+    With every class normal (a label-free criterion such as held-out bits/dim), ``n_other`` must be 0 or
+    None and no other-class images are drawn.
 
     Raises:
         ValueError: a fraction outside (0, 1), every class normal, or more other-class images asked
@@ -75,8 +84,9 @@ def selection_split(name: str, normal_classes: int | Iterable[int], *, held_out_
                           {int(c) for c in normal_classes}))
     if not normal or any(not 0 <= c < spec.n_classes for c in normal):
         raise ValueError(f"normal_classes must be classes of {spec.name} (0..{spec.n_classes - 1}), got {normal}")
-    if len(normal) == spec.n_classes:
-        raise ValueError("every class is normal: leave at least one class out to hold out as anomalies")
+    if len(normal) == spec.n_classes and n_other not in (None, 0):
+        raise ValueError("every class is normal, so there are no other-class images to hold out: pass n_other=0 "
+                         "(a label-free criterion on held_out_normal only) or leave a class out")
     if not 0.0 < held_out_fraction < 1.0:
         raise ValueError(f"held_out_fraction must lie in (0, 1), got {held_out_fraction}")
     train = load_dataset(spec.name, "train", source=source, size=size)
@@ -87,7 +97,7 @@ def selection_split(name: str, normal_classes: int | Iterable[int], *, held_out_
     if n_held >= len(normal_idx):
         raise ValueError(f"holding out {n_held} of {len(normal_idx)} normal images leaves none to fit on")
     other_pool = torch.nonzero(~is_normal).flatten().numpy()
-    n_other = n_held if n_other is None else int(n_other)
+    n_other = (0 if len(normal) == spec.n_classes else n_held) if n_other is None else int(n_other)
     if not 0 <= n_other <= len(other_pool):
         raise ValueError(f"n_other must lie in [0, {len(other_pool)}] (other-class training images of "
                          f"{spec.name}), got {n_other}")

@@ -198,6 +198,14 @@ def test_benchmark_runs_in_fast_mode_and_gpu_mode_refuses_without_cuda(tmp_path,
     variants = record["runs"][0]["test_auroc_by_variant"]
     assert variants["paper, S_flow log-density form"] == variants["paper: raw terms"]
     assert "paper, S_flow likelihood form" in variants
+    # like against like: the raw paper score (both readings) and L(x) alone get thresholded metrics too, and
+    # the results section leads with the raw paper score, before the variant val chose
+    fixed = record["mean_test_at_val_threshold_by_variant"]
+    assert set(fixed) == set(bench.HEADLINE_VARIANTS)
+    assert all(0.0 <= fixed[v][k] <= 1.0 for v in fixed for k in ("f1", "acc", "sen", "spe"))
+    markdown = bench.render_markdown(record)
+    assert markdown.index("log-density reading") < markdown.index("chosen on val per seed") < markdown.index(
+        "L(x) alone") < markdown.index("paper (Kermany")
     assert record["runs"][0]["flow_forms_val"]["spread_ratio"] > 1.0
     if not torch.cuda.is_available():
         assert bench.main(["--gpu", "--out-dir", str(tmp_path / "gpu")]) == 2

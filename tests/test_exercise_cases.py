@@ -170,7 +170,7 @@ def test_izif_ssim_loss_reference_is_the_course_encoder_loss():
     assert float(reference) == pytest.approx(float(course), rel=1e-6)
 
 
-# --------------------------------------------------------------------------- notebook 04: balanced accuracy
+# --------------------------------------------------------------------------- notebook 05: balanced accuracy
 def _balanced_accuracy_solution(scores, labels, threshold):
     predicted = scores >= threshold
     sen = np.sum(predicted & (labels == 1)) / np.sum(labels == 1)
@@ -211,7 +211,7 @@ def test_balanced_accuracy_recovers_reproduction_a_auc():
     assert round(100 * spec.expected(case), 2) == row["auc"] == round((row["sen"] + row["spe"]) / 2, 2)
 
 
-# --------------------------------------------------------------------------- notebook 04: FlowGMM posterior
+# --------------------------------------------------------------------------- notebook 05: FlowGMM posterior
 def _posterior_solution(log_normal, log_pneumonia, prior):
     d = log_pneumonia - log_normal + np.log(prior / (1 - prior))
     return np.where(d >= 0, 1 / (1 + np.exp(-np.abs(d))), np.exp(-np.abs(d)) / (1 + np.exp(-np.abs(d))))

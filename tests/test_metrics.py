@@ -364,3 +364,14 @@ def test_reproduction_a_counts_give_every_reported_rate():
     for key in ("f1", "acc", "sen", "spe"):
         assert round(100 * m[key], 2) == row[key]
     assert round(100 * balanced_accuracy(scores, labels, 0.5), 2) == row["auc"]
+
+
+def test_auroc_between_classes_keeps_only_the_two_classes():
+    from course_utils.metrics import auroc_between_classes
+
+    scores = np.array([0.1, 0.2, 0.9, 5.0, 0.8])
+    classes = np.array([3, 3, 7, 1, 7])          # class 1 (score 5.0) would rank first if it were kept
+    assert auroc_between_classes(scores, classes, normal=3, anomaly=7) == 1.0
+    assert auroc_between_classes(scores, classes, normal=7, anomaly=3) == 0.0
+    with pytest.raises(ValueError, match="differ in length"):
+        auroc_between_classes(scores[:3], classes, normal=3, anomaly=7)

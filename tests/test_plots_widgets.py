@@ -67,6 +67,132 @@ def test_score_histogram_normals_only_and_given_axes(scored_data):
     assert len(ax.containers) == 1 and ax.get_ylabel() == "count"
 
 
+def _outside_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts if t.get_gid() == plots._OUTSIDE_GID]
+
+
+def _heavy_tailed() -> tuple[np.ndarray, np.ndarray]:
+    """Nearly all scores in [0, 1] and one anomaly at 335: on a min-max axis they all share one bar."""
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(150, dtype=int), np.ones(50, dtype=int)]
+    scores = rng.random(200) * 0.5 + 0.4 * labels
+    scores[-1] = 335.0
+    return scores, labels
+
+
+def test_a_heavy_tail_is_cut_and_the_figure_says_how_many_points_are_hidden():
+    scores, labels = _heavy_tailed()
+    ax = plots.score_histogram(scores, labels, bins=30)
+    low, high = ax.get_xlim()
+    assert high < 1.0 and low <= scores.min()  # the axis covers the bulk, not the outlier
+    normal_bars, anomaly_bars = ax.containers
+    heights = np.array([p.get_height() for p in normal_bars])
+    assert (heights > 0).sum() >= 10  # the normal scores spread over many bars, not one
+    assert _outside_texts(ax) == [f"1 point > {high:.4g} not shown"]
+    assert any(line.get_gid() == plots._OUTSIDE_GID and line.get_marker() == ">" for line in ax.get_lines())
+    # the min-max histogram this replaces: every normal score in the first of 30 bars
+    assert np.histogram(scores[labels == 0], bins=np.histogram_bin_edges(scores, 30))[0][0] == 150
+
+
+def test_several_outliers_are_cut_too():
+    scores, labels = _heavy_tailed()
+    scores[-3:] = [200.0, 250.0, 335.0]
+    shown = plots.score_range(scores)
+    assert shown.high < 1.0 and shown.n_above == 3
+    ax = plots.score_histogram(scores, labels)
+    assert _outside_texts(ax) == [f"3 points > {shown.high:.4g} not shown"]
+
+
+def test_exponential_scores_lose_almost_nothing():
+    scores = np.random.default_rng(5).exponential(size=10_000)
+    shown = plots.score_range(scores)
+    assert not shown.log and shown.n_above <= 0.003 * len(scores)
+
+
+def test_clip_false_shows_every_score_and_nothing_is_hidden():
+    scores, labels = _heavy_tailed()
+    ax = plots.score_histogram(scores, labels, bins=30, clip=False)
+    assert ax.get_xlim()[1] >= 335.0 and _outside_texts(ax) == []
+
+
+def test_ordinary_scores_are_not_cut(scored_data):
+    scores, _ = scored_data
+    shown = plots.score_range(scores)
+    assert (shown.low, shown.high, shown.log) == (scores.min(), scores.max(), False)
+    assert shown.n_below == shown.n_above == 0
+    gaussian = np.random.default_rng(2).normal(size=20_000)
+    assert plots.score_range(gaussian).n_above == 0
+
+
+def test_scores_over_orders_of_magnitude_get_a_log_axis():
+    scores = 10.0 ** np.random.default_rng(3).uniform(-2, 4, size=500)
+    labels = (np.arange(500) % 5 == 0).astype(int)
+    shown = plots.score_range(scores)
+    assert shown.log and shown.n_below == shown.n_above == 0
+    ax = plots.score_histogram(scores, labels, bins=24)
+    assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+    edges = _bin_edges(ax.containers[0])
+    np.testing.assert_allclose(np.diff(np.log10(edges)), np.diff(np.log10(edges))[0])
+    assert not plots.score_range(-scores).log  # negative scores never get a log axis
+    uniform = np.r_[np.random.default_rng(4).random(300), 1e-6]  # a few scores near 0 do not make a log axis
+    assert uniform.min() < 1e-3 and not plots.score_range(uniform).log
+    log_area = sum(p.get_height() * np.log10((p.get_x() + p.get_width()) / p.get_x()) for p in ax.containers[0])
+    assert log_area == pytest.approx(1.0)  # density per power of ten
+    with pytest.raises(ValueError, match="> 0"):
+        plots.score_range(-scores, log=True)
+
+
+def test_a_low_tail_is_counted_on_the_left():
+    scores = np.r_[np.linspace(10, 11, 300), [-500.0, -400.0]]
+    shown = plots.score_range(scores)
+    assert shown.low >= 10 and shown.n_below == 2 and shown.n_above == 0
+    ax = plots.score_histogram(scores, np.zeros(302), bins=10)
+    assert _outside_texts(ax) == [f"2 points < {shown.low:.4g} not shown"]
+
+
+def test_density_keeps_the_hidden_points_share_of_the_area():
+    scores, labels = _heavy_tailed()
+    ax = plots.score_histogram(scores, labels, bins=30)
+    anomaly_bars = ax.containers[1]
+    area = sum(p.get_height() * p.get_width() for p in anomaly_bars)
+    assert area == pytest.approx(49 / 50)  # one of the 50 anomalies is off the axis
+
+
+def test_a_threshold_off_the_axis_is_named_in_the_legend():
+    scores, labels = _heavy_tailed()
+    ax = plots.score_histogram(scores, labels, threshold=300.0)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "threshold = 300 (off the axis, right)" in legend
+    assert ax.get_xlim()[1] < 1.0
+
+
+def test_given_bin_edges_count_the_points_outside_them():
+    scores, labels = _heavy_tailed()
+    ax = plots.score_histogram(scores, labels, bins=np.linspace(0, 0.5, 11))
+    hidden = int(np.sum(scores > 0.5))
+    assert _outside_texts(ax) == [f"{hidden} points > 0.5 not shown"]
+
+
+def test_apply_score_range_for_a_scatter_axis():
+    scores, _ = _heavy_tailed()
+    _, ax = plt.subplots()
+    ax.scatter(np.arange(200), scores)
+    shown = plots.apply_score_range(ax, scores, axis="y")
+    assert ax.get_ylim() == (shown.low, shown.high) and shown.n_above == 1
+    assert _outside_texts(ax) == [f"1 point > {shown.high:.4g} not shown"]
+    with pytest.raises(ValueError, match="axis"):
+        plots.mark_outside(ax, shown, axis="z")
+
+
+def test_score_range_rejects_bad_input():
+    with pytest.raises(ValueError, match="finite"):
+        plots.score_range([1.0, np.nan])
+    with pytest.raises(ValueError, match="fence"):
+        plots.score_range([1.0, 2.0], fence=0)
+    constant = plots.score_range(np.full(5, 3.0))
+    assert constant.low < 3.0 < constant.high
+
+
 def test_roc_curve_plot_overlays_and_marks_operating_point(scored_data):
     scores, labels = scored_data
     ax = plots.roc_curve_plot(scores, labels, threshold=1.0, label="A")

@@ -36,10 +36,17 @@ def test_selection_split_holds_out_training_images_only():
     (dict(held_out_fraction=0.0), "held_out_fraction"),
     (dict(held_out_fraction=1.0), "held_out_fraction"),
     (dict(n_other=10**6), "n_other"),
-    (dict(normal_classes=list(range(10))), "every class is normal"),
+    (dict(normal_classes=list(range(10)), n_other=5), "every class is normal"),
     (dict(normal_classes=12), "normal_classes"),
 ])
 def test_selection_split_rejects_bad_arguments(kwargs, message):
     kwargs = {"normal_classes": 0, **kwargs}
     with pytest.raises(ValueError, match=message):
         selection_split("mnist", source="sample", **kwargs)
+
+
+def test_selection_split_with_every_class_normal_holds_out_normals_only():
+    split = selection_split("mnist", range(10), held_out_fraction=0.1, n_other=0, seed=0, source="sample")
+    assert len(split.held_out_other) == 0 and len(split.held_out_normal) > 0
+    with pytest.raises(ValueError, match="n_other=0"):
+        split.detection_set()

@@ -6,7 +6,7 @@ exercise is written", walks through it.
 """
 
 from ..contract import ExerciseSpec, registered_specs
-from . import aeflow, autoencoder, basics, demo, fanogan, glow  # noqa: F401  (registration happens on import)
+from . import aeflow, autoencoder, basics, demo, fanogan, glow, likelihood  # noqa: F401  (registration happens on import)
 from . import encoder_loss, predictions  # noqa: F401  (prediction exercises; the SSIM encoder loss)
 
 __all__ = ["get_spec", "all_specs"]

@@ -1,4 +1,4 @@
-"""Exercises of notebook 04 (AE-FLOW): the AE-FLOW anomaly score, the best-F1 threshold on validation, the
+"""Exercises of notebook 05 (AE-FLOW): the AE-FLOW anomaly score, the best-F1 threshold on validation, the
 balanced accuracy that reproductions reported as "AUC", and FlowGMM's posterior of the pneumonia component."""
 
 from __future__ import annotations

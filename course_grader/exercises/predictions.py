@@ -1,4 +1,5 @@
-"""Prediction and interpretation exercises, one per notebook, decided by the committed benchmarks.
+"""Prediction and interpretation exercises decided by the committed benchmarks (notebook 03's, which follows
+from Jensen's inequality, is declared in ``glow``).
 
 Each is a ``kind="value"`` exercise: the student answers with a function without arguments
 that returns a choice (a class, a codec, a dataset, a set of scores) *before* the notebook
@@ -162,9 +163,9 @@ SSIM_SCORE_GAIN = register(ExerciseSpec(
     summary="the benchmarks agree"))
 
 
-# --------------------------------------------------------------------------- 03: the best compressor
+# --------------------------------------------------------------------------- 04: the best compressor
 def best_codec() -> str:
-    """The lossless codec whose complexity-corrected Glow score (eq. 5b of notebook 03) has the
+    """The lossless codec whose complexity-corrected Glow score (eq. 5b of notebook 04) has the
     highest mean AUROC, averaged over MNIST and Fashion-MNIST (``benchmarks/glow_codecs``)."""
     from course_utils.complexity import CODECS
 
@@ -189,8 +190,34 @@ BEST_CODEC = register(ExerciseSpec(
     summary="the benchmark agrees"))
 
 
-# --------------------------------------------------------------------------- 04: below chance
-# The single scores of notebook 04, section 9, as the student names them -> (variant of the
+# --------------------------------------------------------------------------- 04: PNG or a learned compressor
+CORRECTIONS = ("png", "ratio")
+
+
+def better_correction_per_dataset() -> dict[str, str]:
+    """Per dataset, the complexity estimate whose corrected Glow score has the higher mean one-class AUROC in
+    the benchmarks: "png" (``glow-complexity``, NLL bits - PNG bits) or "ratio" (``glow-ratio``, NLL bits - the
+    bits of a Glow trained on the other dataset)."""
+    winners = {}
+    for dataset in ("mnist", "fashion-mnist"):
+        means = {"png": benchmark_record(f"glow-complexity__{dataset}")["mean_auroc"],
+                 "ratio": benchmark_record(f"glow-ratio__{dataset}")["mean_auroc"]}
+        winners[dataset] = max(means, key=means.get)
+    return winners
+
+
+BETTER_CORRECTION = register(ExerciseSpec(
+    grade_id="ex-predict-better-correction", answer="predicted_better_correction", draw=_one_case,
+    reference=better_correction_per_dataset, kind="value",
+    compare=same_choice(_per_dataset(CORRECTIONS), (
+        'return {"mnist": "png" or "ratio", "fashion-mnist": "png" or "ratio"}. The ratio subtracts the bits of a '
+        "Glow trained on the OTHER dataset: how well does a Fashion-MNIST Glow compress digits (section 2.4), and "
+        "how well can a digit Glow compress the textures of clothes?")),
+    summary="the benchmarks agree"))
+
+
+# --------------------------------------------------------------------------- 05: below chance
+# The single scores of notebook 05, section 9, as the student names them -> (variant of the
 # aeflow benchmark, sign): L(x) itself is the benchmark's "-L(x) only" turned around.
 BELOW_CHANCE_OPTIONS = {
     "L(x)": ("-L(x) only", -1),
@@ -230,4 +257,4 @@ BELOW_CHANCE = register(ExerciseSpec(
         "contrast whatever the image shows?")),
     summary="the benchmark agrees"))
 
-BENCHMARK_CHOICES = (HARDEST_CLASS, BETTER_LOSS, SSIM_SCORE_GAIN, BEST_CODEC, BELOW_CHANCE)
+BENCHMARK_CHOICES = (HARDEST_CLASS, BETTER_LOSS, SSIM_SCORE_GAIN, BEST_CODEC, BETTER_CORRECTION, BELOW_CHANCE)

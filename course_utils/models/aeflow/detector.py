@@ -1,5 +1,5 @@
 """The AE-FLOW detector of the one-class protocol, the ImageNet fallback, and the settings and score
-variants shared by notebook 04 and ``benchmarks/aeflow.py``."""
+variants shared by notebook 05 and ``benchmarks/aeflow.py``."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ class AEFlowDetector(Detector):
 
 
 # --------------------------------------------------------------------------------------
-# Settings and score variants shared by notebook 04 and benchmarks/aeflow.py
+# Settings and score variants shared by notebook 05 and benchmarks/aeflow.py
 # --------------------------------------------------------------------------------------
 
 PNEUMONIA_CONFIG = AEFlowConfig.reduced(epochs=30)
@@ -253,7 +253,7 @@ PNEUMONIA_FAST_CONFIG = AEFlowConfig.reduced(feature_channels=16, encoder_widths
 """A tiny model for fast mode (tests): checks that everything runs, not that it detects."""
 
 ABLATION_SETTINGS = (("resnet", 0.5), ("conv", 0.5), ("resnet", 0.1), ("resnet", 0.9))
-"""The (subnet, alpha) pairs of the ablation (notebook 04, ``python -m benchmarks.aeflow --ablation``): the two
+"""The (subnet, alpha) pairs of the ablation (notebook 05, ``python -m benchmarks.aeflow --ablation``): the two
 subnets of the paper at its alpha = 0.5, then the ResNet-type subnet at a small and a large loss weight."""
 
 SELECTABLE_VARIANTS = ("paper: raw terms", "paper - 1 L(x)", "paper - 2 L(x)", "z-scored terms",

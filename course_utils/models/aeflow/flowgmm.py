@@ -276,7 +276,7 @@ class FlowGMMDetector(AEFlowDetector):
 
 
 # --------------------------------------------------------------------------------------
-# Shared by notebook 04 and benchmarks/aeflow_flowgmm.py
+# Shared by notebook 05 and benchmarks/aeflow_flowgmm.py
 # --------------------------------------------------------------------------------------
 
 FLOWGMM_VARIANTS = ("FlowGMM log-likelihood ratio", "FlowGMM posterior", "FlowGMM ratio + 1 - SSIM (z-scored)")

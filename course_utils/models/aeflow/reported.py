@@ -1,5 +1,5 @@
 """Published AE-FLOW numbers on chest X-rays (the paper and two public reproductions) and the fully supervised
-MedMNIST ceiling, with their citations: the one place notebook 04 and ``benchmarks/`` read them from.
+MedMNIST ceiling, with their citations: the one place notebook 05 and ``benchmarks/`` read them from.
 
 They are literature numbers, never measured here. Each row keeps the number its source called "AUC" under
 ``"auc"`` and says in ``"auc_is"`` what it is: a reproduction's "AUC" that equals (SEN + SPE) / 2 is the

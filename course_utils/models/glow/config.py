@@ -1,4 +1,4 @@
-"""Glow settings: :class:`GlowConfig` and the presets of the benchmarks and notebook 03."""
+"""Glow settings: :class:`GlowConfig` and the presets of the benchmarks and notebooks 03 and 04."""
 
 from __future__ import annotations
 
@@ -135,10 +135,10 @@ def max_levels(size: int) -> int:
     return levels
 
 
-# The settings of the benchmarks (protocol.METHODS "glow-nll" / "glow-complexity") and notebook 03.
+# The settings of the benchmarks (protocol.METHODS "glow-nll" / "glow-complexity") and notebook 04.
 # FULL: one class of MNIST (~2,000-6,000 images) trains in about a minute on one CPU thread.
 FULL_CONFIG = GlowConfig(n_levels=2, steps_per_level=3, hidden=32, steps=400, batch_size=64, lr=2e-3)
-# EXPERIMENT: the shared small model of notebook 03's many thesis experiments (~30-40 s each).
+# EXPERIMENT: the shared small model of notebook 04's many thesis experiments (~30-40 s each).
 EXPERIMENT_CONFIG = GlowConfig(n_levels=2, steps_per_level=2, hidden=32, steps=250, batch_size=64, lr=2e-3)
 # FAST: a tiny model for the tests and fast mode; checks that everything runs, not that it detects.
 FAST_CONFIG = GlowConfig(n_levels=2, steps_per_level=1, hidden=8, steps=20, steps_per_epoch=10, batch_size=32,
@@ -153,8 +153,8 @@ FAST_CONFIG = GlowConfig(n_levels=2, steps_per_level=1, hidden=8, steps=20, step
 FINAL_SCALE_CONFIG = FULL_CONFIG.replace(n_levels=4, pad_to=32, steps=1000)
 # FAST_FINAL_SCALE: fast mode of the same (tiny, 4 levels on padded 32 px images).
 FAST_FINAL_SCALE_CONFIG = FAST_CONFIG.replace(n_levels=4, pad_to=32)
-# GENERAL: the general-domain Glow of the likelihood-ratio score (GlowRatioDetector) and notebook 03's
-# all-digit MNIST / all-class Fashion-MNIST models: one model per training set and seed, shared by every class.
+# GENERAL: the general-domain Glow of the likelihood-ratio score (GlowRatioDetector), notebook 03's all-digit MNIST
+# model and notebook 04's all-class Fashion-MNIST model: one model per training set and seed, shared by every class.
 GENERAL_CONFIG = FULL_CONFIG.replace(steps=1500)
 # For each dataset, the training split the general-domain model of ``glow-ratio`` learns from: ANOTHER
 # dataset of the same format, so that no image of the target dataset (normal or anomalous) is ever seen by it.
