@@ -5,7 +5,8 @@ mode, device, seeds), ``data`` (datasets, one-class splits, synthetic anomalies)
 (image validation), ``metrics`` and ``tables`` (scores -> numbers -> markdown), ``training``
 (the one training loop), ``checkpoints`` (the checkpoint cache and its keys),
 ``reconstruction`` (SSIM and residual maps), ``models`` (the detectors on one base class),
-``protocol`` (the one-class evaluation used by notebooks and benchmarks alike), ``plots``,
+``protocol`` (the one-class evaluation used by notebooks and benchmarks alike), ``results``
+(committed benchmark tables for the notebooks), ``plots``,
 ``widgets`` and ``checks``.
 """
 
