@@ -85,13 +85,7 @@ REBINDING_ALLOWED: dict[str, dict[str, str]] = {
         "batch": "the cell's own batch, bound and read in the same cell",
         "course": "the course's value that the cell compares with, bound and read in the same cell",
     },
-    "03_glow_likelihood": {
-        "bench": "a benchmark JSON just read, bound and read in the same cell",
-        "cls8": "test classes of the cell's own subset of split8, bound and read in the same cell",
-        "lines": "a markdown table under construction, bound and read in the same cell",
-        "means": "per-cell means for the cell's own summary line, bound and read in the same cell",
-    },
-    "04_ae_flow_medical": {
+    "05_ae_flow_medical": {
         "rows": "a markdown table under construction, bound and read in the same cell",
     },
 }
@@ -106,8 +100,7 @@ FUNCTION_SHARING_ALLOWED: dict[str, dict[str, str]] = {}
 XFAIL_BEING_FIXED_ON_BRANCH: dict[str, dict[str, str]] = {
     "01_ssim_autoencoder": {"rerun": "h-nb012"},
     "02_f_anogan": {"imports": "h-nb012", "rebinding": "h-nb012", "rerun": "h-nb012"},
-    "03_glow_likelihood": {"imports": "h-nb03", "rebinding": "h-nb03", "functions": "h-nb03", "rerun": "h-nb03"},
-    "04_ae_flow_medical": {"imports": "h-nb04"},
+    "05_ae_flow_medical": {"imports": "h-nb04"},
 }
 
 RERUN_TAG = "rerun-changes"
