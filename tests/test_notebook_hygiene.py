@@ -98,8 +98,6 @@ FUNCTION_SHARING_ALLOWED: dict[str, dict[str, str]] = {}
 # entry once that branch is merged (an entry whose notebook no longer exists fails
 # test_allowances_are_current). Checks: "imports", "rebinding", "functions", "rerun".
 XFAIL_BEING_FIXED_ON_BRANCH: dict[str, dict[str, str]] = {
-    "01_ssim_autoencoder": {"rerun": "h-nb012"},
-    "02_f_anogan": {"imports": "h-nb012", "rebinding": "h-nb012", "rerun": "h-nb012"},
     "05_ae_flow_medical": {"imports": "h-nb04"},
 }
 
