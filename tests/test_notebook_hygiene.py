@@ -97,9 +97,7 @@ FUNCTION_SHARING_ALLOWED: dict[str, dict[str, str]] = {}
 # The check fails today and is marked xfail(strict=False) with "being fixed on branch X". Delete an
 # entry once that branch is merged (an entry whose notebook no longer exists fails
 # test_allowances_are_current). Checks: "imports", "rebinding", "functions", "rerun".
-XFAIL_BEING_FIXED_ON_BRANCH: dict[str, dict[str, str]] = {
-    "05_ae_flow_medical": {"imports": "h-nb04"},
-}
+XFAIL_BEING_FIXED_ON_BRANCH: dict[str, dict[str, str]] = {}
 
 RERUN_TAG = "rerun-changes"
 FINAL_CELLS = 3  # the last code cells, run once more after every cell was re-run
@@ -424,9 +422,10 @@ def _first_difference(a: str, b: str) -> str:
     return "identical"
 
 
-async def _rerun_notebook(nb, cwd: Path, env: dict) -> dict:
+async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> dict:
     """Run ``nb`` top to bottom, then every code cell again from the last to the first, then the last
-    FINAL_CELLS code cells again. Returns the normalised texts of each pass and the timings."""
+    FINAL_CELLS code cells again. Returns the normalised texts of each pass and the timings. The
+    kernel process's own output goes to ``log``, as in ``course_grader.execution``."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
@@ -443,17 +442,18 @@ async def _rerun_notebook(nb, cwd: Path, env: dict) -> dict:
                 result["first_errors"][index] = errors[-1]
         return text_output(cell)
 
-    async with client.async_setup_kernel(env=env, cwd=str(cwd)):
-        started = time.monotonic()
-        for index in code:
-            result["first"][index] = await run(index)
-        result["seconds"]["first"] = time.monotonic() - started
-        started = time.monotonic()
-        for index in reversed(code):
-            result["rerun"][index] = await run(index)
-        result["seconds"]["rerun"] = time.monotonic() - started
-        for index in code[-FINAL_CELLS:]:
-            result["final"][index] = await run(index)
+    with open(log, "wb") as output:
+        async with client.async_setup_kernel(env=env, cwd=str(cwd), stdout=output, stderr=output):
+            started = time.monotonic()
+            for index in code:
+                result["first"][index] = await run(index)
+            result["seconds"]["first"] = time.monotonic() - started
+            started = time.monotonic()
+            for index in reversed(code):
+                result["rerun"][index] = await run(index)
+            result["seconds"]["rerun"] = time.monotonic() - started
+            for index in code[-FINAL_CELLS:]:
+                result["final"][index] = await run(index)
     return result
 
 
@@ -464,7 +464,8 @@ def test_every_cell_can_be_run_again(path, tmp_path):
     from course_grader.execution import kernel_env, run_coroutine
 
     nb = nbformat.read(path, as_version=4)
-    result = run_coroutine(lambda: _rerun_notebook(nb, REPO / "notebooks", kernel_env(tmp_path, fast=True)))
+    result = run_coroutine(lambda: _rerun_notebook(nb, REPO / "notebooks", kernel_env(tmp_path, fast=True),
+                                                   tmp_path / "kernel.log"))
     print(f"{path.name}: first run {result['seconds']['first']:.0f} s, re-runs {result['seconds']['rerun']:.0f} s")
     (tmp_path / "outputs.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     errors = [f"cell {index}: {error}" for index, error in result["first_errors"].items()]
@@ -498,7 +499,7 @@ def test_the_rerun_harness_on_a_small_notebook(tmp_path):
     random_cell = code("# rerun-changes: draws a fresh number on purpose\nimport random\nprint(random.random())")
     random_cell.metadata["tags"] = [RERUN_TAG]
     nb = nbformat.v4.new_notebook(cells=[code("1 / 0"), code("x = 1"), code("print(x)"), code("x = 2"), random_cell])
-    result = run_coroutine(lambda: _rerun_notebook(nb, tmp_path, kernel_env(tmp_path, fast=True)))
+    result = run_coroutine(lambda: _rerun_notebook(nb, tmp_path, kernel_env(tmp_path, fast=True), tmp_path / "log"))
     assert result["first_errors"] == {0: "ZeroDivisionError: division by zero"}
     assert list(result["rerun"]) == [4, 3, 2, 1, 0] and list(result["final"]) == [2, 3, 4]
     problems = rerun_problems(nb, result)
