@@ -97,6 +97,7 @@ FUNCTION_SHARING_ALLOWED: dict[str, dict[str, str]] = {}
 # The check fails today and is marked xfail(strict=False) with "being fixed on branch X". Delete an
 # entry once that branch is merged (an entry whose notebook no longer exists fails
 # test_allowances_are_current). Checks: "imports", "rebinding", "functions", "rerun".
+# Example: {"05_ae_flow_medical": {"imports": "h-nb04"}}. Empty: every notebook on main passes.
 XFAIL_BEING_FIXED_ON_BRANCH: dict[str, dict[str, str]] = {}
 
 RERUN_TAG = "rerun-changes"
