@@ -33,7 +33,7 @@ METHOD_INFO = {
     "glow-nll": ("Glow (FrEIA), negative log-likelihood in bits", "04"),
     "glow-complexity": ("Glow, NLL bits minus PNG length (Serra et al. 2020)", "04"),
     "glow-ratio": ("Glow, NLL bits minus those of a Glow trained on the other dataset (uses extra data)", "04"),
-    "glow-final-scale": ("Glow, 4 levels on 32 px: bits of the final scale only (Schirrmeister et al. 2020)", "04"),
+    "glow-final-scale": ("Glow, 5 levels on 32 px: bits of the final scale only (Schirrmeister et al. 2020)", "04"),
     "fanogan": ("f-AnoGAN: WGAN-GP + izif encoder, MSE + critic-feature score", "02"),
     "fanogan-ssim": ("f-AnoGAN, same models, (1 - SSIM) + critic-feature score", "02"),
 }

@@ -71,13 +71,10 @@ def candidates(target: str, fast: bool) -> dict[str, object]:
         }
     if target == "glow-final-scale":
         base = FAST_FINAL_SCALE_CONFIG if fast else FINAL_SCALE_CONFIG
-        short = max(base.steps_per_epoch, base.steps * 2 // 5)  # 1,000 -> 400 steps
-        return {
-            f"4 levels, {base.steps} steps": base,
-            f"4 levels, {short} steps": base.replace(steps=short),
-            f"5 levels, {base.steps} steps": base.replace(n_levels=5),
-            f"5 levels, {short} steps": base.replace(n_levels=5, steps=short),
-        }
+        long, short = (base.steps, base.steps_per_epoch) if fast else (1000, 400)
+        grid = {f"{levels} levels, {steps} steps": base.replace(n_levels=levels, steps=steps)
+                for levels in (4, 5) for steps in (long, short)}
+        return _code_first(grid, base)
     if target == "glow-bpd":
         base = FAST_CONFIG if fast else BPD_CONFIG
         return {
@@ -88,6 +85,14 @@ def candidates(target: str, fast: bool) -> dict[str, object]:
                 lr=4.2e-3, batch_size=2 * base.batch_size),
         }
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+
+
+def _code_first(grid: dict[str, object], in_code: object) -> dict[str, object]:
+    """``grid`` with the candidate equal to ``in_code`` first (the record's ``in_code``)."""
+    names = [name for name, value in grid.items() if value == in_code]
+    if len(names) != 1:
+        raise RuntimeError(f"the setting in the code is not exactly one candidate of the grid: {in_code}")
+    return {names[0]: in_code, **{n: v for n, v in grid.items() if n != names[0]}}
 
 
 def _detection_auroc(score: Callable[[torch.Tensor], torch.Tensor], split: SelectionSplit) -> float:

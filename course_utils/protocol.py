@@ -118,7 +118,7 @@ def _glow_complexity(context: MethodContext) -> Detector:
 
 def _glow_final_scale(context: MethodContext) -> Detector:
     """Notebook 04's final-scale score (Schirrmeister et al. 2020): the last level's share of the NLL of a
-    4-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
+    5-level Glow on images padded to 32 px (its own model, ``FINAL_SCALE_CONFIG``)."""
     from .models.glow import FAST_FINAL_SCALE_CONFIG, FINAL_SCALE_CONFIG, GlowDetector
 
     return GlowDetector(FAST_FINAL_SCALE_CONFIG if context.fast else FINAL_SCALE_CONFIG, score="final-scale",
