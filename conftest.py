@@ -3,7 +3,8 @@
 Fast mode everywhere, and empty temporary data and cache folders, so that no test
 depends on the network, on dataset copies outside the repository, or on data a developer
 happens to have in data/.
-Notebook kernels started by nbval inherit these variables.
+Notebook kernels started by the tests inherit these variables (the re-run test and the grader tests
+set their own per-test folders on top).
 """
 
 import os

@@ -1,4 +1,5 @@
-"""Notebook hygiene and exercises. (Execution of every notebook is done by nbval: `pytest --nbval-lax`.)"""
+"""Notebook format and exercises. (Every notebook is executed in fast mode by the first pass of
+``tests/test_notebook_hygiene.py::test_every_cell_can_be_run_again``.)"""
 
 from __future__ import annotations
 
