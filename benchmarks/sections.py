@@ -276,11 +276,13 @@ def render_selection(record: dict) -> str:
         per = "; ".join(f"{g}: " + (_fmt(r["criterion"]) if r["criterion"] is not None else r.get("failed", "failed"))
                         for g, r in row["per_group"].items())
         mark = " ".join(m for m, on in (("**chosen**", row["name"] == record["chosen"]),
-                                       ("in the code", row["in_code"])) if on)
+                                       ("in the code of the run", row["in_code"])) if on)
         lines.append(f"| {row['name']} | {_fmt(row['criterion_mean'])} | {per} | "
                      f"{sum(row['seconds'].values()):.0f} | {mark} |")
-    lines += ["", ("The protocol chose the setting the code uses." if record["matches_code"] else
-                   f"The protocol chose **{record['chosen']}**, not the code's **{record['in_code']}**."),
+    lines += ["", (f"The protocol chose the setting the code used at commit {record.get('git_commit')}."
+                   if record["matches_code"] else
+                   f"The protocol chose **{record['chosen']}**, not **{record['in_code']}**, which the code used at "
+                   f"commit {record.get('git_commit')}; the code was changed to the protocol's choice."),
               "", f"Machine: {record.get('machine', '?')}; {record.get('torch_threads')} thread(s); commit "
                   f"{record.get('git_commit')}."]
     return "\n".join(lines)
