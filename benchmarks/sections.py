@@ -282,7 +282,8 @@ def render_selection(record: dict) -> str:
     lines += ["", (f"The protocol chose the setting the code used at commit {record.get('git_commit')}."
                    if record["matches_code"] else
                    f"The protocol chose **{record['chosen']}**, not **{record['in_code']}**, which the code used at "
-                   f"commit {record.get('git_commit')}; the code was changed to the protocol's choice."),
+                   f"commit {record.get('git_commit')}; the code must use the protocol's choice (the tests check that "
+                   f"it does) and the affected benchmarks are rerun with it."),
               "", f"Machine: {record.get('machine', '?')}; {record.get('torch_threads')} thread(s); commit "
                   f"{record.get('git_commit')}."]
     return "\n".join(lines)

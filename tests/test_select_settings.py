@@ -52,3 +52,24 @@ def test_select_uses_the_training_split_only_and_picks_the_best_criterion(target
     # the record renders and survives JSON
     json.loads(json.dumps(record))
     assert record["chosen"] in select_settings.render_markdown(record)
+
+
+def _settings_dict(settings) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(settings.to_dict() if hasattr(settings, "to_dict") else asdict(settings)))
+
+
+@pytest.mark.parametrize("target", select_settings.TARGETS)
+def test_the_code_uses_what_the_committed_selection_chose(target):
+    """Every committed selection record's chosen candidate is the setting the code uses now: a setting the
+    protocol did not choose cannot sit in course_utils.models unnoticed."""
+    path = select_settings.RESULTS_DIR / f"selection__{target}.json"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not committed yet (python -m benchmarks.select_settings {target})")
+    record = json.loads(path.read_text())
+    chosen = next(r for r in record["candidates"] if r["name"] == record["chosen"])
+    in_code = next(iter(candidates(target, fast=False).values()))
+    assert chosen["settings"] == _settings_dict(in_code), (
+        f"{path.name} chose {record['chosen']!r}, but the code uses other settings: change the code to the "
+        f"protocol's choice (and rerun the affected benchmarks), or rerun the selection")
