@@ -17,7 +17,7 @@ from course_utils.tables import compare_table
 from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
-from .sections import (render_aeflow, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
+from .sections import (render_aeflow, render_aeflow_ablation, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
                        render_glow_codecs, render_selection)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -163,6 +163,8 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
             lines += [render_aeflow(record), ""]
         elif record.get("protocol") == "normal-vs-pneumonia-few-labels":
             lines += [render_aeflow_flowgmm(record), ""]
+        elif record.get("protocol") == "normal-vs-pneumonia-ablation":
+            lines += [render_aeflow_ablation(record), ""]
     hardware = {name: json.loads((results_dir / f"{name}.json").read_text())
                 for name in ("aeflow_memory", "aeflow_gpu") if (results_dir / f"{name}.json").exists()}
     if hardware:

@@ -14,7 +14,7 @@ from course_utils.data import dataset_info
 from course_utils.models.aeflow.reported import AEFLOW_REPORTED_CHEST_XRAY, MEDMNIST_RESNET18_28_AUC, PAPER_CHEST_XRAY
 
 __all__ = ["PAPER_CHEST_XRAY", "AEFLOW_REPORTED_CHEST_XRAY", "MEDMNIST_RESNET18_28_AUC", "render_aeflow_flowgmm", "render_aeflow", "render_aeflow_hardware", "LITERATURE_BPD", "render_glow_bpd",
-           "REFERENCE_ROW", "render_glow_codecs", "render_selection"]
+           "REFERENCE_ROW", "render_glow_codecs", "render_selection", "render_aeflow_ablation"]
 
 # Published test bpd on MNIST (dequantised 8-bit), for orientation: much larger models and GPU days.
 LITERATURE_BPD = [
@@ -129,7 +129,7 @@ def render_aeflow(record: dict) -> str:
 def render_aeflow_flowgmm(record: dict) -> str:
     """The FlowGMM-AE-FLOW section: test AUROC over k labelled pneumonia images, with the baselines."""
     lines = [
-        "## FlowGMM-AE-FLOW on PneumoniaMNIST: a few labelled pneumonia images",
+        f"## FlowGMM-AE-FLOW on PneumoniaMNIST: a few labelled pneumonia images (`{record['method']}`)",
         "",
         f"Train on the {record['n_train_normal']:,} normal training images plus k of the "
         f"{record['n_train_pneumonia_available']:,} pneumonia training images (drawn with the run's seed; "
@@ -285,5 +285,27 @@ def render_selection(record: dict) -> str:
                    f"commit {record.get('git_commit')}; the code must use the protocol's choice (the tests check that "
                    f"it does) and the affected benchmarks are rerun with it."),
               "", f"Machine: {record.get('machine', '?')}; {record.get('torch_threads')} thread(s); commit "
+                  f"{record.get('git_commit')}."]
+    return "\n".join(lines)
+
+
+def render_aeflow_ablation(record: dict) -> str:
+    """The AE-FLOW ablation section (``benchmarks.aeflow --ablation``): val and test AUROC of the paper's raw
+    score and of the val-best combined variant for each (subnet, alpha); settings are compared on val only."""
+    lines = [
+        f"## AE-FLOW ablation on PneumoniaMNIST: subnet and loss weight (`{record['method']}`, notebook 05)",
+        "",
+        f"Each (subnet, alpha) trains the reduced model for {record['config']['epochs']} epochs on the "
+        f"{record['n_train']:,} normal training images; seeds {', '.join(map(str, record['seeds']))}. "
+        f"Selection: {record['selection']}.",
+        "",
+        "| subnet | alpha | seed | val AUROC, paper's raw score | test AUROC, paper's raw score | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in record["runs"]:
+        lines.append(f"| {run['subnet']} | {run['alpha']} | {run['seed']} | "
+                     f"{run['val_auroc_by_variant']['paper: raw terms']:.3f} | "
+                     f"{run['test_auroc_by_variant']['paper: raw terms']:.3f} | {run['train_seconds']} |")
+    lines += ["", f"Machine: {record.get('machine', '?')}; {record.get('torch_threads')} thread(s); commit "
                   f"{record.get('git_commit')}."]
     return "\n".join(lines)
