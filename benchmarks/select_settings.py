@@ -117,9 +117,11 @@ def _select_final_scale(split: SelectionSplit, cfg, seed: int) -> dict:
             "held_out_normal_nll_bits": float(nll_bits.mean())}
 
 
-def _select_bpd(split: SelectionSplit, cfg, seed: int, steps: int) -> dict:
-    # the same number of images seen by every candidate: a larger batch gets proportionally fewer steps
-    cfg = cfg.replace(steps=max(cfg.steps_per_epoch, steps * 64 // cfg.batch_size // cfg.steps_per_epoch
+def _select_bpd(split: SelectionSplit, cfg, seed: int, steps: int, reference_batch: int) -> dict:
+    # the same number of images seen by every candidate (``steps`` batches of the code's batch size): a larger
+    # batch gets proportionally fewer steps, rounded down to whole epochs
+    images_seen = steps * reference_batch
+    cfg = cfg.replace(steps=max(cfg.steps_per_epoch, images_seen // cfg.batch_size // cfg.steps_per_epoch
                                 * cfg.steps_per_epoch))
     config.seed_everything(seed)
     flow = GlowFlow(cfg, tuple(split.fit_images.shape[1:]), seed=seed)
@@ -150,7 +152,7 @@ def select(target: str, *, classes: tuple[int, ...] = DEFAULT_CLASSES, seed: int
             elif target == "glow-final-scale":
                 result = _select_final_scale(split, settings, seed)
             else:
-                result = _select_bpd(split, settings, seed, bpd_steps)
+                result = _select_bpd(split, settings, seed, bpd_steps, next(iter(cands.values())).batch_size)
             seconds[group] = round(time.perf_counter() - t0, 1)
             per_group[group] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}
             if progress:
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, nargs="+", default=list(DEFAULT_CLASSES),
                         help="normal classes of the detection criterion (fixed in advance)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bpd-steps", type=int, default=3000, help="glow-bpd: steps of each candidate at batch 64")
+    parser.add_argument("--bpd-steps", type=int, default=3000, help="glow-bpd: steps at the code's batch size (64); other batch sizes see as many images")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--source", choices=("auto", "full", "sample"), default="full")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
