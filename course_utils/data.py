@@ -259,8 +259,11 @@ def _try_download(spec: DatasetSpec, root: Path, size: int) -> str | None:
     return None
 
 
+_WARNED_COPIES: set[tuple] = set()  # the local copies whose partial / non-official note was shown
+
+
 def _read_local(name: str, split: str, root: str, size: int) -> SplitArrays:
-    """Read a split of the full local copy (see ``SplitArrays``); a partial copy warns.
+    """Read a split of the full local copy (see ``SplitArrays``); a partial copy warns (once per process).
 
     Results are cached in memory, keyed by the files' modification times, so a replaced
     file is read again.
@@ -269,7 +272,9 @@ def _read_local(name: str, split: str, root: str, size: int) -> SplitArrays:
     files = spec.format.local_files(spec, Path(root), size)
     stamp = tuple(f.stat().st_mtime_ns if f.exists() else None for f in files)
     arrays = _read_local_cached(name, split, root, size, stamp)
-    if arrays.note:
+    if arrays.note and (name, split, root, size, stamp) not in _WARNED_COPIES:
+        # once per copy and process: a notebook that trains ten classes shows the warning once, not ten times
+        _WARNED_COPIES.add((name, split, root, size, stamp))
         warnings.warn(arrays.note if "PARTIAL" in arrays.note else f"{spec.name}: PARTIAL or non-official copy: "
                       f"{arrays.note}", UserWarning, stacklevel=4)
     return SplitArrays(arrays.images, arrays.labels, arrays.masks, arrays.note)

@@ -343,7 +343,8 @@ def pr_curve_plot(
     """Precision-recall curve (anomaly = positive) with the AUPRC in the legend.
 
     The chance baseline is a horizontal line at the anomaly prevalence (a random
-    detector's precision), drawn in the curve's colour because it depends on the data.
+    detector's precision), drawn in the curve's colour because it depends on the data;
+    curves overlaid with the same prevalence share the first one's line.
 
     Args:
         scores: shape (N,), finite; higher = more anomalous.
@@ -366,13 +367,10 @@ def pr_curve_plot(
         label=_legend_text(label, "AUPRC", auprc(scores_array, labels_array)),
     )
     prevalence = float(labels_array.mean())
-    ax.axhline(
-        prevalence,
-        color=curve.get_color(),
-        linestyle=":",
-        linewidth=1,
-        label=f"chance (prevalence {prevalence:.2f})",
-    )
+    chance_label = f"chance (prevalence {prevalence:.2f})"
+    # Curves overlaid on the same test set share one chance line (one legend entry, not one per curve).
+    if not any(line.get_label() == chance_label for line in ax.get_lines()):
+        ax.axhline(prevalence, color=curve.get_color(), linestyle=":", linewidth=1, label=chance_label)
     if threshold is not None:
         value = validate_threshold(threshold)
         tp, fp, _, fn = counts_at_threshold(scores_array, labels_array, value)

@@ -143,8 +143,9 @@ def _markdown_cell(text: str) -> str:
 
 
 def _mean_std_text(row: Mapping[str, Any], decimals: int) -> str:
-    """``"0.953 ± 0.004"``; only the mean when the std is undefined (NaN)."""
-    if math.isnan(row["std"]):
+    """``"0.953 ± 0.004"``; only the mean when the std is undefined (NaN) or there is one seed
+    (a "± 0.000" would read as a measured spread)."""
+    if math.isnan(row["std"]) or row["n_seeds"] < 2:
         return f"{row['mean']:.{decimals}f}"
     return f"{row['mean']:.{decimals}f} ± {row['std']:.{decimals}f}"
 
@@ -267,7 +268,8 @@ def compare_table(
     all_classes = _ordered_union(results_by_method)
     n_classes = len(all_classes)
 
-    header = [f"class ({metric}, mean ± std)"] + [str(method) for method in summaries]
+    one_seed = all(row["n_seeds"] == 1 for summary in summaries.values() for row in summary.values())
+    header = [f"class ({metric}, {'one seed' if one_seed else 'mean ± std'})"] + [str(method) for method in summaries]
     lines = [] if title is None else [f"**{title}**", ""]
     lines.append("| " + " | ".join(_markdown_cell(h) for h in header) + " |")
     lines.append("|" + "---|" * len(header))

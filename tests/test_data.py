@@ -146,6 +146,15 @@ def test_local_partial_copy_is_used_with_warning(data_home, full_mode, no_downlo
     assert len(test) == 20 and test.source == "partial"
 
 
+def test_a_partial_copy_warns_once_per_process_not_per_load(data_home, full_mode, no_download, synth):
+    synth.write_idx_set(data_home / "FashionMNIST" / "raw", n_train=40, n_test=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # no deduplication by the warnings module: the loader's own
+        for _ in range(3):
+            load_dataset("fashion-mnist", "train", source="full")
+    assert sum("PARTIAL" in str(w.message) for w in caught) == 1
+
+
 def test_download_then_local_copy(data_home, full_mode, monkeypatch, synth, tmp_path):
     """auto: no local copy -> a (fake) download places the files -> they are read."""
     calls = []

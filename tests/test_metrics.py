@@ -286,8 +286,14 @@ def test_per_class_table_is_format_of_summary_and_handles_unequal_seeds():
     assert per_class_table(RESULTS) == format_table(summarize_per_class(RESULTS))
     text = per_class_table({"0": [0.9, 0.92], "1": [0.8]}, decimals=2, class_names={1: "a|b"}, metric="AUPRC")
     assert "| class | AUPRC (mean ± std) | seeds |" in text
-    assert "| 1 (a\\|b) | 0.80 ± 0.00 | 1 |" in text  # pipe escaped, int key matches "1"
+    assert "| 1 (a\\|b) | 0.80 | 1 |" in text  # pipe escaped, int key matches "1"; one seed: no "± 0.00"
     assert text.endswith("| mean | 0.85 | 1–2 |\n")
+
+
+def test_compare_table_with_one_seed_shows_no_spread():
+    text = compare_table({"pca": {0: [0.9], 1: [0.8]}, "knn": {0: [0.95], 1: [0.85]}})
+    assert "class (AUROC, one seed)" in text and "±" not in text
+    assert "| mean | 0.850 | 0.900 |" in text
 
 
 def test_format_table_rejects_rows_that_are_not_a_summary():

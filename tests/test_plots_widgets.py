@@ -217,6 +217,15 @@ def test_pr_curve_plot_has_prevalence_baseline(scored_data):
     assert "AUPRC" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
 
 
+def test_overlaid_pr_curves_share_one_chance_line_per_prevalence(scored_data):
+    scores, labels = scored_data
+    ax = plots.pr_curve_plot(scores, labels, label="A")
+    plots.pr_curve_plot(-scores, labels, ax=ax, label="B")  # same test set: same prevalence
+    plots.pr_curve_plot(scores[20:], labels[20:], ax=ax, label="C")  # another prevalence: its own line
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum(text.startswith("chance") for text in legend) == 2, legend
+
+
 def test_curves_need_both_classes(scored_data):
     scores, _ = scored_data
     with pytest.raises(ValueError, match="only class 0"):
