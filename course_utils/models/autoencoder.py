@@ -12,7 +12,7 @@ Structural Similarity to Autoencoders"), shrunk from 128 px to 28 / 32 px images
 - one change from the paper: batch normalisation after the hidden convolutions (not on
   the 1 x 1 maps next to the bottleneck, where a batch of one image would break it).
   Without it, training on mostly-black MNIST drifted within a few hundred steps into an
-  all-black output whose saturated sigmoid passes no gradient (observed in our runs).
+  all-black output whose saturated sigmoid passes no gradient (seen while developing it).
 
 Losses (``loss=``): ``"l2"`` (mean squared error), ``"l1"`` (mean absolute error) and
 ``"ssim"`` (1 - SSIM with ``pytorch_msssim.ssim``, ``data_range=1``, one channel; the
@@ -122,7 +122,7 @@ class ConvAutoencoder(nn.Module):
 
     Args:
         latent_dim: d, size of the 1 x 1 x d bottleneck (the paper used 100 at 128 px).
-        width: channels of the first layer (w); 32 in full mode, 8 is enough for tests.
+        width: channels of the first layer (w); ``FULL_SETTINGS`` uses 8, ``FAST_SETTINGS`` 4.
         image_size: S, the side of the square input images (28 or 32).
         in_channels: image channels (1 for MNIST / Fashion-MNIST).
         batchnorm: batch normalisation after the hidden convolutions (default True).
