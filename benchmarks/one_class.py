@@ -39,7 +39,7 @@ def results_to_record(results: OneClassResults, seeds: list[int]) -> dict:
         "method": results.method,
         "dataset": results.dataset,
         "protocol": "one-class",
-        "seeds": list(seeds),
+        "seeds": sorted(seeds),  # the order of every per-seed list below
         "auroc": {str(c): [round(v, 6) for v in values] for c, values in by_class.items()},
         "auprc": {
             str(c): [round(r.auprc, 6) for r in sorted(results.runs, key=lambda r: r.seed) if r.normal_class == c]
@@ -63,14 +63,22 @@ def _with_summary(record: dict) -> dict:
 
 
 def merge_records(old: dict, new: dict) -> dict:
-    """Merge a run of some classes into an existing record; the new values win.
+    """Merge a run into an existing record of the same method, dataset, data and settings.
+
+    Two kinds of merge, chosen by the seeds:
+    - the same seeds: a run of some classes; its classes are added or replaced (the new values win);
+    - disjoint seeds over the same classes: more seeds of every class (``--seeds 1 2`` after a
+      seed-0 run); per-class values are ordered by seed, timings become seed-weighted means, and
+      ``seed_runs`` keeps each run's seeds, commit and machine. Seeded runs at one thread repeat
+      exactly, so this equals one run with all the seeds.
 
     Raises:
-        ValueError: the two runs used different seeds or data sources, so their
-            classes cannot share a table: rerun all classes, or pass --overwrite.
+        ValueError: the two runs used overlapping but different seeds, disjoint seeds on different
+            classes, or different data sources or settings, so they cannot share a table: rerun
+            all classes, or pass --overwrite.
     """
     # settings: only when both records stored them (records before 2026-12-02 did not)
-    for key in ("seeds", "data_source", "settings"):
+    for key in ("data_source", "settings"):
         if key == "settings" and (old.get(key) is None or new.get(key) is None):
             continue
         if old.get(key) != new.get(key):
@@ -78,11 +86,40 @@ def merge_records(old: dict, new: dict) -> dict:
                 f"existing results for {new['method']} on {new['dataset']} used {key}={old.get(key)!r}, this run "
                 f"{new.get(key)!r}: rerun all classes with the same settings, or pass --overwrite"
             )
+    if old["seeds"] != new["seeds"]:
+        if set(old["seeds"]) & set(new["seeds"]) or set(old["auroc"]) != set(new["auroc"]):
+            raise ValueError(
+                f"existing results for {new['method']} on {new['dataset']} used seeds={old['seeds']!r} on classes "
+                f"{sorted(old['auroc'], key=int)}, this run seeds={new['seeds']!r} on classes "
+                f"{sorted(new['auroc'], key=int)}: add seeds for the same classes with disjoint --seeds, "
+                "or rerun all classes with the same seeds, or pass --overwrite"
+            )
+        return _merge_seeds(old, new)
     merged = dict(new)
     for field in ("auroc", "auprc", "train_seconds_per_class", "score_seconds_per_class", "n_train_per_class"):
         merged[field] = {**old.get(field, {}), **new.get(field, {})}
         merged[field] = dict(sorted(merged[field].items(), key=lambda kv: int(kv[0])))
     merged["peak_rss_mb"] = max(old.get("peak_rss_mb", 0.0), new.get("peak_rss_mb", 0.0))
+    return _with_summary(merged)
+
+
+def _merge_seeds(old: dict, new: dict) -> dict:
+    """``merge_records`` for disjoint seeds over the same classes (see there)."""
+    seeds = sorted(old["seeds"] + new["seeds"])
+    merged = dict(new)
+    merged["seeds"] = seeds
+    for field in ("auroc", "auprc"):
+        by_seed = {c: {**dict(zip(sorted(old["seeds"]), old[field][c])), **dict(zip(sorted(new["seeds"]), new[field][c]))}
+                   for c in new[field]}
+        merged[field] = {c: [by_seed[c][s] for s in seeds] for c in sorted(new[field], key=int)}
+    n_old, n_new = len(old["seeds"]), len(new["seeds"])
+    for field in ("train_seconds_per_class", "score_seconds_per_class"):
+        merged[field] = {c: round((old[field][c] * n_old + new[field][c] * n_new) / (n_old + n_new), 3)
+                         for c in sorted(new[field], key=int)}
+    merged["peak_rss_mb"] = max(old.get("peak_rss_mb", 0.0), new.get("peak_rss_mb", 0.0))
+    provenance = ("git_commit", "machine", "jobs", "fast_mode")
+    merged["seed_runs"] = old.get("seed_runs", [{"seeds": old["seeds"], **{k: old.get(k) for k in provenance}}]) + [
+        {"seeds": new["seeds"], **{k: new.get(k) for k in provenance}}]
     return _with_summary(merged)
 
 

@@ -110,8 +110,19 @@ def test_merge_keeps_other_classes_and_refuses_mixed_settings():
     assert merged["mean_auroc"] == pytest.approx(np.mean([0.5, 0.51, 0.52]))
     with pytest.raises(ValueError, match="seeds"):
         one_class.merge_records(_record([0], seeds=(0,)), _record([1], seeds=(0, 1)))
+    with pytest.raises(ValueError, match="disjoint"):  # new seeds, but on other classes
+        one_class.merge_records(_record([0], seeds=(0,)), _record([1], seeds=(1, 2)))
     with pytest.raises(ValueError, match="data_source"):
         one_class.merge_records(_record([0]), _record([1], source="full"))
+
+
+def test_merging_disjoint_seeds_equals_one_run_with_all_seeds():
+    merged = one_class.merge_records(_record([0, 1], seeds=(0,)), _record([0, 1], seeds=(2, 1)))
+    whole = _record([0, 1], seeds=(0, 1, 2))
+    assert merged["seeds"] == [0, 1, 2]
+    for field in ("auroc", "auprc", "mean_auroc", "std_auroc", "train_seconds_per_class", "score_seconds_per_class"):
+        assert json.dumps(merged[field]) == json.dumps(whole[field]), field
+    assert [run["seeds"] for run in merged["seed_runs"]] == [[0], [1, 2]]
 
 
 def test_benchmark_cli_writes_json_and_readme(tmp_path, capsys):
