@@ -21,9 +21,6 @@ from pathlib import Path
 
 import pytest
 
-# one pytest-xdist worker for the module and tests/test_site.py's fast-site tests: the site is built once
-pytestmark = pytest.mark.xdist_group("fast_site")
-
 
 pytestmark = pytest.mark.browser
 

@@ -28,8 +28,6 @@ from docs.site.launch import is_colab_cell
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_00 = REPO / "notebooks" / "00_anomaly_detection_basics.ipynb"
 TIMEOUT = 5  # seconds per cell in the synthetic grading run
-# pytest-xdist (`-n auto --dist loadgroup`): the tests that read the class graded once share one worker
-GRADES_THE_CLASS_ONCE = pytest.mark.xdist_group("graded_class")
 
 
 # --------------------------------------------------------------------------- release
@@ -351,7 +349,6 @@ def graded(tmp_path_factory):
     return {"root": root, "code": code, "rows": rows, "cwd": cwd, "source_dir": source_dir}
 
 
-@GRADES_THE_CLASS_ONCE
 def test_every_student_gets_a_row_with_the_exact_points(graded):
     assert graded["code"] == 0
     rows = graded["rows"]
@@ -365,7 +362,6 @@ def test_every_student_gets_a_row_with_the_exact_points(graded):
             assert row["total"] == row["raw_total"] and row["penalty_percent"] == "0"
 
 
-@GRADES_THE_CLASS_ONCE
 def test_late_submission_loses_the_penalty(graded):
     late, on_time = graded["rows"]["late_correct"], graded["rows"]["correct"]
     assert (late["late_days"], late["penalty_percent"], late["raw_total"], late["total"]) == ("2", "20", "3", "2.4")
@@ -374,7 +370,6 @@ def test_late_submission_loses_the_penalty(graded):
     assert "2 day(s) late" in (graded["root"] / "feedback" / "late_correct.md").read_text(encoding="utf-8")
 
 
-@GRADES_THE_CLASS_ONCE
 def test_merge_command_joins_shard_tables(graded, tmp_path):
     lines = (graded["root"] / "grades.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "a.csv").write_text("".join([lines[0]] + lines[1::2]), encoding="utf-8")
@@ -389,7 +384,6 @@ def test_merge_command_joins_shard_tables(graded, tmp_path):
                         str(graded["source_dir"]), "--out", str(tmp_path / "bad.csv")]) == 2
 
 
-@GRADES_THE_CLASS_ONCE
 def test_every_kind_of_tampering_is_named_in_the_notes(graded):
     for student in TAMPERING:
         if student == "os_exit_late":
@@ -399,7 +393,6 @@ def test_every_kind_of_tampering_is_named_in_the_notes(graded):
         assert "tampering" not in graded["rows"][honest]["notes"], honest
 
 
-@GRADES_THE_CLASS_ONCE
 def test_csv_columns_and_statuses(graded):
     with open(graded["root"] / "grades.csv", encoding="utf-8") as handle:
         header = handle.readline().strip()
@@ -425,7 +418,6 @@ def test_csv_columns_and_statuses(graded):
     assert (graded["root"] / "work" / "flood" / "synthetic" / NAME).stat().st_size < 3 * 2**20
 
 
-@GRADES_THE_CLASS_ONCE
 def test_feedback_says_why_points_were_lost(graded):
     feedback = graded["root"] / "feedback"
     assert sorted(p.stem for p in feedback.glob("*.md")) == sorted(STUDENTS)
@@ -441,7 +433,6 @@ def test_feedback_says_why_points_were_lost(graded):
     assert "not handed in" in text["missing"]
 
 
-@GRADES_THE_CLASS_ONCE
 def test_the_kernel_is_sandboxed(graded):
     """bwrap (when it works here): the kernel writes only its own folder and cannot read the sources."""
     from course_grader.sandbox import bwrap_works
@@ -460,7 +451,6 @@ def test_the_kernel_is_sandboxed(graded):
     assert graded["rows"]["invalid_json"]["status"] == "invalid notebook"  # graded after dead_kernel
 
 
-@GRADES_THE_CLASS_ONCE
 def test_canvas_gradebook_and_class_report(graded):
     root = graded["root"]
     lines = (root / "canvas.csv").read_text(encoding="utf-8").splitlines()

@@ -13,10 +13,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-
-# pytest-xdist (`-n auto --dist loadgroup`): every test that uses the session's fast site runs on one worker,
-# so the site is built once
-SHARES_THE_FAST_SITE = pytest.mark.xdist_group("fast_site")
 import yaml
 
 from docs.site import build, launch
@@ -224,7 +220,6 @@ class _Links(HTMLParser):
                 self.targets.append(value)
 
 
-@SHARES_THE_FAST_SITE
 def test_fast_site_has_every_page_a_banner_everywhere_and_no_broken_local_link(fast_site):
     pages = {p.relative_to(fast_site).as_posix() for p in fast_site.rglob("*.html") if "_static" not in p.parts}
     expected = {"index.html", "results.html", "teaching.html", "design.html",
@@ -245,7 +240,6 @@ def test_fast_site_has_every_page_a_banner_everywhere_and_no_broken_local_link(f
     assert not broken, f"broken local links: {broken[:10]}"
 
 
-@SHARES_THE_FAST_SITE
 def test_fast_site_notebook_pages_have_outputs_launch_links_and_no_widget_text(fast_site):
     for path in course_notebooks():
         page = (fast_site / "notebooks" / f"{path.stem}.html").read_text()
@@ -259,7 +253,6 @@ def test_fast_site_notebook_pages_have_outputs_launch_links_and_no_widget_text(f
         assert ("Interactive widget" in page) == widgets, f"{path.name}: widget note"
 
 
-@SHARES_THE_FAST_SITE
 def test_fast_site_results_page_is_rendered_from_the_benchmark_results(fast_site):
     page = (fast_site / "results.html").read_text()
     methods = {json.loads(p.read_text()).get("method") for p in (ROOT / "benchmarks" / "results").glob("*__*.json")}
