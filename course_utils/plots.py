@@ -158,10 +158,11 @@ def mark_outside(ax: Axes, shown: ScoreRange, *, axis: str = "x") -> list[Any]:
         (tip,) = ax.plot(*xy, marker=marker, markersize=9, color="black", transform=ax.transAxes, clip_on=False,
                          linestyle="none")
         tip.set_gid(_OUTSIDE_GID)
-        text_xy = (text_position, 0.06) if axis == "x" else (0.02, text_position)
+        # x: the note goes at the top of the panel, above the bars (score_histogram leaves headroom there)
+        text_xy = (text_position, 0.97) if axis == "x" else (0.02, text_position)
         note = ax.text(*text_xy, f"{_points(n)} {sign} {value:.4g} not shown", transform=ax.transAxes,
                        ha="left" if edge == 0.0 or axis == "y" else "right",
-                       va="bottom" if axis == "x" or edge == 0.0 else "top", fontsize=8,
+                       va="top" if axis == "x" or edge == 1.0 else "bottom", fontsize=8,
                        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
         note.set_gid(_OUTSIDE_GID)
         drawn += [tip, note]
@@ -263,6 +264,8 @@ def score_histogram(
         else:
             side = "right" if value > shown.high else "left"
             ax.plot([], [], label=f"threshold = {value:.4g} (off the axis, {side})", **THRESHOLD_STYLE)
+    if shown.n_below or shown.n_above:
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # headroom for the "not shown" note (mark_outside), above the bars
     mark_outside(ax, shown)
     ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if shown.log else ""))
     ax.set_ylabel(("density per power of ten" if shown.log else "density") if density else "count")
