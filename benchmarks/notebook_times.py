@@ -52,23 +52,17 @@ def time_notebook(path: Path, cache: Path) -> dict:
     from nbclient.exceptions import CellExecutionError
 
     nb = nbformat.read(path, as_version=4)
-    env_before = {k: os.environ.get(k) for k in ("COURSE_CACHE_DIR", "COURSE_FAST")}
-    os.environ["COURSE_CACHE_DIR"] = str(cache)
-    os.environ.pop("COURSE_FAST", None)
+    # the kernel's environment only (this process's stays as it is): full mode, this cache
+    kernel_env = {k: v for k, v in os.environ.items() if k != "COURSE_FAST"} | {"COURSE_CACHE_DIR": str(cache)}
     client = NotebookClient(nb, timeout=None, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     error = None
     start = time.perf_counter()
     try:
-        client.execute()
+        client.execute(env=kernel_env)
     except CellExecutionError as err:  # the time up to the failure is still reported, with the error
         error = str(err).strip().splitlines()[-1][:300]
     seconds = time.perf_counter() - start
-    for key, value in env_before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
     cells = [(s, c.get("id", "?")) for c in nb.cells if c.cell_type == "code" and (s := _cell_seconds(c)) is not None]
     slowest = [{"cell": cid, "seconds": round(s, 1)} for s, cid in sorted(cells, reverse=True)[:5]]
     return {"seconds": round(seconds, 1), "ok": error is None, "error": error, "slowest_cells": slowest}
