@@ -142,6 +142,9 @@ def _points(n: int) -> str:
     return f"{n} point{'s' if n != 1 else ''}"
 
 
+_NOTE_LINE = 0.085  # height of one line of mark_outside's note, in axes coordinates (fontsize 8 on a small panel)
+
+
 def mark_outside(ax: Axes, shown: ScoreRange, *, axis: str = "x") -> list[Any]:
     """Say on ``ax`` how many scores lie outside ``shown``: a triangle at each cut edge of the axis and
     a text such as "3 points > 335 not shown". Returns the artists drawn (gid ``course_utils-outside``)."""
@@ -158,8 +161,10 @@ def mark_outside(ax: Axes, shown: ScoreRange, *, axis: str = "x") -> list[Any]:
         (tip,) = ax.plot(*xy, marker=marker, markersize=9, color="black", transform=ax.transAxes, clip_on=False,
                          linestyle="none")
         tip.set_gid(_OUTSIDE_GID)
-        # x: the note goes at the top of the panel, above the bars (score_histogram leaves headroom there)
-        text_xy = (text_position, 0.97) if axis == "x" else (0.02, text_position)
+        # x: the note goes at the top of the panel, above the bars (score_histogram leaves headroom there);
+        # with both tails cut, the right note goes one line lower, so that on a narrow panel the two do not overlap
+        stagger = _NOTE_LINE if edge == 1.0 and shown.n_below else 0.0
+        text_xy = (text_position, 0.97 - stagger) if axis == "x" else (0.02, text_position)
         note = ax.text(*text_xy, f"{_points(n)} {sign} {value:.4g} not shown", transform=ax.transAxes,
                        ha="left" if edge == 0.0 or axis == "y" else "right",
                        va="top" if axis == "x" or edge == 1.0 else "bottom", fontsize=8,
@@ -179,6 +184,21 @@ def apply_score_range(ax: Axes, scores: Any, *, axis: str = "x", **range_options
     set_limits(shown.low, shown.high)
     mark_outside(ax, shown, axis=axis)
     return shown
+
+
+HISTOGRAM_HEADROOM = 1.4
+"""score_histogram's y axis ends at least this many times above its tallest bar: the top part (about 30 %)
+holds the legend, and each "not shown" note adds one line above it."""
+
+
+def _notes(shown: ScoreRange) -> int:
+    """How many "not shown" notes mark_outside writes at the top of a histogram (0, 1 or 2)."""
+    return int(shown.n_below > 0) + int(shown.n_above > 0)
+
+
+def _histogram_headroom(shown: ScoreRange) -> float:
+    """Top of the y axis / tallest bar: room for the legend and, above it, one line per note."""
+    return 1.0 / (1.0 / HISTOGRAM_HEADROOM - _notes(shown) * _NOTE_LINE)
 
 
 def score_histogram(
@@ -202,7 +222,9 @@ def score_histogram(
     beyond the quartiles, a log axis when the scores span orders of magnitude) and the figure says how many points lie
     outside ("3 points > 335 not shown", with a triangle at that edge). Densities stay those of
     all scores of a class (the hidden points keep their share of the area); on a log axis they are
-    per power of ten, so equal bars hold equal mass.
+    per power of ten, so equal bars hold equal mass. The y axis leaves room above the tallest bar
+    (:data:`HISTOGRAM_HEADROOM`) for the legend and those notes, so none of them covers a bar; a
+    notebook never has to move the legend or stretch the axis itself.
 
     Args:
         scores: shape (N,), finite; higher = more anomalous.
@@ -235,6 +257,7 @@ def score_histogram(
         edges = np.histogram_bin_edges(scores_array, bins=bins)
         shown = ScoreRange(float(edges[0]), float(edges[-1]), False, 0, 0)
     ax = _axes_or_new(ax)
+    tallest_bar = 0.0
     for class_value, name, color in ((0, names[0], NORMAL_COLOR), (1, names[1], ANOMALY_COLOR)):
         class_scores = scores_array[labels_array == class_value]
         if len(class_scores) == 0:
@@ -245,7 +268,7 @@ def score_histogram(
             widths = np.diff(np.log10(edges)) if shown.log else np.diff(edges)
             bin_of = np.clip(np.searchsorted(edges, class_scores, side="right") - 1, 0, len(edges) - 2)
             weights = 1.0 / (len(class_scores) * widths[bin_of])
-        ax.hist(
+        heights, _, _ = ax.hist(
             class_scores,
             bins=edges,
             weights=weights,
@@ -254,6 +277,7 @@ def score_histogram(
             edgecolor=color,
             label=f"{name} (n={len(class_scores)})",
         )
+        tallest_bar = max(tallest_bar, float(np.max(heights)))
     if shown.log:
         ax.set_xscale("log")
     ax.set_xlim(shown.low, shown.high)
@@ -264,12 +288,15 @@ def score_histogram(
         else:
             side = "right" if value > shown.high else "left"
             ax.plot([], [], label=f"threshold = {value:.4g} (off the axis, {side})", **THRESHOLD_STYLE)
-    if shown.n_below or shown.n_above:
-        ax.set_ylim(top=ax.get_ylim()[1] * 1.3)  # headroom for the "not shown" note (mark_outside), above the bars
+    # Headroom above the tallest bar: the legend and the "not shown" note (mark_outside) sit there, not on the bars.
+    # Measured from this call's bars, not by scaling the current limit, so panels that share a y axis (each
+    # call sees the limit the previous one set) do not compound it; max keeps the other panels' bars in view.
+    ax.set_ylim(top=max(tallest_bar * _histogram_headroom(shown), ax.get_ylim()[1]))
     mark_outside(ax, shown)
     ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if shown.log else ""))
     ax.set_ylabel(("density per power of ten" if shown.log else "density") if density else "count")
-    ax.legend()
+    # the legend goes in the top right corner, below the notes (one line each), so that the three never overlap
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.0 - _notes(shown) * _NOTE_LINE), fontsize="small")
     if title is not None:
         ax.set_title(title)
     return ax

@@ -383,3 +383,36 @@ def test_score_explorer_rejects_inconsistent_inputs(scored_data):
         ScoreExplorer(scores, labels, initial_threshold=99.0)
     with pytest.raises(ValueError, match="only class 0"):
         ScoreExplorer(scores, np.zeros(80))
+
+
+def _extent(fig, artist):
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+@pytest.mark.parametrize("tails", ["none", "high", "both"])
+def test_histogram_legend_and_notes_sit_above_the_bars_without_overlapping(tails):
+    scores, labels = _heavy_tailed()
+    if tails == "none":
+        scores, labels = scores[:-1], labels[:-1]
+    if tails == "both":
+        scores, labels = np.r_[scores, -500.0], np.r_[labels, 0]
+    fig, ax = plt.subplots(figsize=(3.2, 3.0))  # a narrow panel, as in a row of five
+    plots.score_histogram(scores, labels, ax=ax, bins=30)
+    fig.canvas.draw()
+    notes = [t for t in ax.texts if t.get_gid() == plots._OUTSIDE_GID]
+    assert len(notes) == {"none": 0, "high": 1, "both": 2}[tails]
+    legend, bars = _extent(fig, ax.get_legend()), [_extent(fig, p) for c in ax.containers for p in c]
+    assert legend.y0 >= max(b.y1 for b in bars)  # the legend covers no bar
+    for i, note in enumerate(notes):
+        assert not legend.overlaps(_extent(fig, note))
+        assert all(not _extent(fig, note).overlaps(_extent(fig, other)) for other in notes[i + 1:])
+    plt.close(fig)
+
+
+def test_histograms_on_a_shared_y_axis_do_not_compound_the_headroom():
+    rng = np.random.default_rng(0)
+    _, axes = plt.subplots(1, 4, sharey=True)
+    for ax in axes:
+        plots.score_histogram(rng.normal(size=400), np.r_[np.zeros(200), np.ones(200)], ax=ax, bins=20)
+    tallest = max(p.get_height() for ax in axes for container in ax.containers for p in container)
+    assert axes[-1].get_ylim()[1] <= plots.HISTOGRAM_HEADROOM * tallest * 1.0001
