@@ -19,7 +19,9 @@ Protocol (notebook 03; docs/design.md, section protocol):
   ``COURSE_CACHE_DIR/glow_bpd-seed<S>-<mode>-<config key>.pt`` (``record["model_path"]``; read it back with
   ``checkpoints.load_checkpoint``), so those images can be studied without training again.
 
-Target: test bpd <= 1.25 within 20 minutes on 2 CPU cores (``--threads 2 --budget-s 1200``).
+Target: test bpd <= 1.25 within 20 minutes of training on 2 CPU cores (``--threads 2 --budget-s 1200``): both
+halves are recorded and rendered (``meets_target``); a slower CPU may give the run a longer ``--budget-s`` to reach
+the bits/dim and then meets only the first half, which the rendered table says.
 Writes ``benchmarks/results/glow_bpd__mnist.json`` (``"protocol": "bits-per-dim"``) and prints its
 markdown section (:func:`render_markdown`, from ``benchmarks/sections.py``, which ``benchmarks/report.py`` also uses).
 """
@@ -42,9 +44,10 @@ from course_utils.checkpoints import checkpoint_path, save_checkpoint
 from .report import RESULTS_DIR, environment_info, peak_rss_mb, publish
 from .sections import render_glow_bpd as render_markdown
 
-__all__ = ["main", "render_markdown", "TARGET_BPD"]
+__all__ = ["main", "render_markdown", "TARGET_BPD", "TARGET_TRAIN_SECONDS"]
 
 TARGET_BPD = 1.25
+TARGET_TRAIN_SECONDS = 1200.0   # the target's "within 20 minutes" (of training, on 2 CPU cores)
 def importance_weighted_record(flow: GlowFlow, images: torch.Tensor, one_draw_per_image: torch.Tensor, draws: int,
                                n_images: int) -> dict:
     """The importance-weighted test bpd with ``draws`` draws per image on the first ``n_images`` test images,
@@ -103,7 +106,9 @@ def run(*, budget_s: float | None, max_steps: int | None, eval_every: int, n_eva
         "steps_run": history.epochs_run * cfg.steps_per_epoch, "epochs_run": history.epochs_run,
         "train_seconds": round(history.seconds, 1),
         "images_seen": history.epochs_run * cfg.steps_per_epoch * cfg.batch_size,
-        "test_bpd": round(final, 5), "target_bpd": TARGET_BPD, "meets_target": bool(final <= TARGET_BPD),
+        "test_bpd": round(final, 5), "target_bpd": TARGET_BPD, "target_train_seconds": TARGET_TRAIN_SECONDS,
+        # both halves of the target: the bits/dim, and the training time (a slower CPU can meet one only)
+        "meets_target": bool(final <= TARGET_BPD and history.seconds <= TARGET_TRAIN_SECONDS),
         "test_bpd_median": round(float(per_image.median()), 5),
         "test_images_above_8_bpd": int((per_image > 8).sum()),
         "worst_test_images": [{"index": int(i), "bpd": round(float(per_image[i]), 2)} for i in worst],

@@ -408,6 +408,20 @@ def test_glow_bpd_benchmark_writes_its_json_and_the_readme_renders_it(tmp_path):
     assert "Glow bits per dimension on MNIST" in render_readme(tmp_path).read_text()
 
 
+def test_glow_bpd_target_has_a_time_half_that_a_slow_machine_can_miss():
+    import json
+
+    from benchmarks import glow_bpd
+    from course_utils import config
+
+    record = json.loads((config.REPO_ROOT / "benchmarks" / "results" / "glow_bpd__mnist.json").read_text())
+    fast_enough = {**record, "test_bpd": 1.2, "train_seconds": glow_bpd.TARGET_TRAIN_SECONDS - 1}
+    assert "<= 1.25 in 20 min (met) |" in glow_bpd.render_markdown(fast_enough)
+    too_slow = {**fast_enough, "train_seconds": 3 * glow_bpd.TARGET_TRAIN_SECONDS}
+    assert "(NOT met: bpd met, time NOT met)" in glow_bpd.render_markdown(too_slow)
+    assert "(NOT met: time met, bpd NOT met)" in glow_bpd.render_markdown({**fast_enough, "test_bpd": 1.3})
+
+
 def test_glow_codecs_benchmark_matches_the_one_class_protocol_and_renders(tmp_path):
     import json
 
