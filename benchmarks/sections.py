@@ -228,7 +228,11 @@ def render_glow_bpd(record: dict) -> str:
                   "bounds on the true bpd in expectation; more draws give a tighter one."]
     lines += ["", "Published MNIST test bpd, for orientation (far larger models, GPU training):", ""]
     lines += [f"- {name}: {value}" for name, value in LITERATURE_BPD]
-    lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}.", ""]
+    command = (f"python -m benchmarks.glow_bpd --threads {record['torch_threads']} --seed {record['seed']}"
+               f"{' --budget-s ' + format(record['budget_s'], 'g') if record.get('budget_s') else ''}"
+               f" --max-steps {record['max_steps']}"
+               + (f" --iw-draws {iw['draws']} --iw-n {iw['n_images']}" if iw else ""))
+    lines += ["", f"Machine: {record['machine']}; commit {record['git_commit']}. Made by `{command}`.", ""]
     return "\n".join(lines)
 
 
