@@ -48,6 +48,8 @@ __all__ = ["main", "render_markdown", "TARGET_BPD", "TARGET_TRAIN_SECONDS"]
 
 TARGET_BPD = 1.25
 TARGET_TRAIN_SECONDS = 1200.0   # the target's "within 20 minutes" (of training, on 2 CPU cores)
+
+
 def importance_weighted_record(flow: GlowFlow, images: torch.Tensor, one_draw_per_image: torch.Tensor, draws: int,
                                n_images: int) -> dict:
     """The importance-weighted test bpd with ``draws`` draws per image on the first ``n_images`` test images,
