@@ -18,7 +18,7 @@ from course_utils.bundles import git_commit
 from course_utils.files import atomic_write_bytes
 
 from .sections import (render_aeflow, render_aeflow_ablation, render_aeflow_flowgmm, render_aeflow_hardware, render_glow_bpd,
-                       render_glow_codecs, render_selection)
+                       render_glow_codecs, render_selection, mean_over_seeds)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MAIN_README = Path(__file__).resolve().parents[1] / "README.md"
@@ -137,7 +137,7 @@ def render_readme(results_dir: Path = RESULTS_DIR) -> Path:
             score_s = _mean(r["score_seconds_per_class"].values())
             n_train = _mean(r["n_train_per_class"].values())
             lines.append(
-                f"| {r['method']} | {r['mean_auroc']:.3f} ± {r['std_auroc']:.3f} | {train_s:.2f} | {score_s:.2f} | "
+                f"| {r['method']} | {mean_over_seeds(r['mean_auroc'], r['std_auroc'], r['seeds'])} | {train_s:.2f} | {score_s:.2f} | "
                 f"{n_train:,.0f} | {r.get('peak_rss_mb', float('nan')):.0f} | {r.get('data_source')} | "
                 f"{' '.join(map(str, r['seeds']))} | {r.get('git_commit')} |"
             )
@@ -203,10 +203,8 @@ def results_summary_table(results_dir: Path = RESULTS_DIR) -> str:
             r = by_key.get((method, dataset))
             if r is None:
                 cells.append("-")
-            elif len(r["seeds"]) == 1:  # no spread to report: say so rather than print ± 0.000
-                cells.append(f"{r['mean_auroc']:.3f} (seed {r['seeds'][0]} only)")
             else:
-                cells.append(f"{r['mean_auroc']:.3f} ± {r['std_auroc']:.3f}")
+                cells.append(mean_over_seeds(r["mean_auroc"], r["std_auroc"], r["seeds"]))
         lines.append(f"| {name} (`{method}`) | " + " | ".join(cells) + f" | {notebook} |")
     return "\n".join(lines)
 

@@ -147,3 +147,11 @@ def test_the_benchmark_record_stores_the_settings(tmp_path):
     assert record["settings"]["detector"]["n_components"] == 0.9
     table = load_benchmark("pca", "mnist", tmp_path)
     table.check_protocol(protocol.method_settings("pca", dataset="mnist", fast=table.fast_mode))
+
+
+def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
+    from benchmarks.sections import mean_over_seeds
+
+    assert mean_over_seeds(0.9094, 0.0, [0]) == "0.909 (seed 0 only)"
+    assert mean_over_seeds(0.9094, 0.0, [0, 1, 2]) == "0.909 ± 0.000"  # a measured zero spread stays
+    assert mean_over_seeds(0.8711, 0.0123, (1, 2)) == "0.871 ± 0.012"
