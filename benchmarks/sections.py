@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from course_utils.data import dataset_info
+from course_utils.tables import mean_std_text
 # the literature numbers live in course_utils (notebook 05 reads them too); re-exported here
 from course_utils.models.aeflow.reported import AEFLOW_REPORTED_CHEST_XRAY, MEDMNIST_RESNET18_28_AUC, PAPER_CHEST_XRAY
 
@@ -34,10 +35,9 @@ AEFLOW_VARIANT_LABELS = {
 
 
 def mean_over_seeds(mean: float, std: float, seeds) -> str:
-    """"0.871 ± 0.012" over several seeds; "0.871 (seed 0 only)" over one, where a spread of 0.000 would
-    claim a stability that was never measured."""
+    """"0.871 ± 0.012" over several seeds; "0.871 (seed 0 only)" over one (``tables.mean_std_text``)."""
     seeds = list(seeds)
-    return f"{mean:.3f} (seed {seeds[0]} only)" if len(seeds) == 1 else f"{mean:.3f} ± {std:.3f}"
+    return mean_std_text(mean, std, len(seeds), single_seed=seeds[0])
 
 
 def _aeflow_variant_label(name: str) -> str:

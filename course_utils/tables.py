@@ -15,7 +15,7 @@ import numpy as np
 
 from .metrics import finite_scores
 
-__all__ = ["summarize_per_class", "format_table", "per_class_table", "compare_table"]
+__all__ = ["summarize_per_class", "format_table", "per_class_table", "compare_table", "mean_std_text"]
 
 ClassKey = str | int
 
@@ -142,12 +142,17 @@ def _markdown_cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _mean_std_text(row: Mapping[str, Any], decimals: int) -> str:
+def mean_std_text(mean: float, std: float, n_seeds: int, *, decimals: int = 3, single_seed: int | None = None) -> str:
     """``"0.953 ± 0.004"``; only the mean when the std is undefined (NaN) or there is one seed
-    (a "± 0.000" would read as a measured spread)."""
-    if math.isnan(row["std"]) or row["n_seeds"] < 2:
-        return f"{row['mean']:.{decimals}f}"
-    return f"{row['mean']:.{decimals}f} ± {row['std']:.{decimals}f}"
+    (a "± 0.000" would read as a measured spread). With ``single_seed`` a one-seed mean names its seed,
+    ``"0.909 (seed 0 only)"``: for tables whose cells mix one-seed and several-seed records."""
+    if math.isnan(std) or n_seeds < 2:
+        return f"{mean:.{decimals}f}" + (f" (seed {single_seed} only)" if single_seed is not None and n_seeds == 1 else "")
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def _mean_std_text(row: Mapping[str, Any], decimals: int) -> str:
+    return mean_std_text(row["mean"], row["std"], row["n_seeds"], decimals=decimals)
 
 
 def _seeds_text(row: Mapping[str, Any], class_rows: list[Mapping[str, Any]]) -> str:
