@@ -412,6 +412,7 @@ def test_glow_bpd_target_has_a_time_half_that_a_slow_machine_can_miss():
     import json
 
     from benchmarks import glow_bpd
+    from benchmarks.sections import glow_bpd_target_halves
     from course_utils import config
 
     record = json.loads((config.REPO_ROOT / "benchmarks" / "results" / "glow_bpd__mnist.json").read_text())
@@ -420,6 +421,10 @@ def test_glow_bpd_target_has_a_time_half_that_a_slow_machine_can_miss():
     too_slow = {**fast_enough, "train_seconds": 3 * glow_bpd.TARGET_TRAIN_SECONDS}
     assert "(NOT met: bpd met, time NOT met)" in glow_bpd.render_markdown(too_slow)
     assert "(NOT met: time met, bpd NOT met)" in glow_bpd.render_markdown({**fast_enough, "test_bpd": 1.3})
+    # the stored flag and the rendered verdict come from the same judge
+    halves = [glow_bpd_target_halves(r) for r in (fast_enough, too_slow, {**fast_enough, "test_bpd": 1.3})]
+    assert halves == [(True, True), (True, False), (False, True)]
+    assert record["meets_target"] == all(glow_bpd_target_halves(record))
 
 
 def test_glow_codecs_benchmark_matches_the_one_class_protocol_and_renders(tmp_path):
