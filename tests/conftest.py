@@ -145,10 +145,23 @@ def full_mode(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def fast_site(tmp_path_factory) -> Path:
+def fast_site_out(tmp_path_factory) -> Path:
+    """The fast site's build folder. The notebook re-run test records its first pass of each
+    notebook there (``docs.site.build.record_execution``), so the build reuses it."""
+    return tmp_path_factory.getbasetemp() / "site"
+
+
+@pytest.fixture(scope="session")
+def fast_site(fast_site_out) -> Path:
     """The course website built once per session in fast mode; returns its ``html`` folder
-    (tests/test_site.py checks its pages, tests/test_browser.py opens one in Chromium)."""
+    (tests/test_site.py checks its pages, tests/test_browser.py opens one in Chromium). A notebook
+    that the re-run test did not hand over (deselected, or changed since) is executed here."""
     from docs.site.build import FAST_CELL_TIMEOUT_S, build_site
 
-    return build_site("fast", tmp_path_factory.getbasetemp() / "site", jobs=2, timeout=FAST_CELL_TIMEOUT_S,
-                      log=lambda _: None).parent
+    return build_site("fast", fast_site_out, jobs=2, timeout=FAST_CELL_TIMEOUT_S, log=lambda _: None).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the fast site run last, after the notebook re-run tests have handed it their
+    executions (otherwise tests/test_browser.py, collected first, would build it from scratch)."""
+    items.sort(key=lambda item: "fast_site" in getattr(item, "fixturenames", ()))

@@ -198,9 +198,11 @@ def test_notebook_00_runs_in_jupyterlab_and_the_score_explorer_slider_works(fast
     metrics = explorer.find_element(By.CSS_SELECTOR, ".widget-html-content")
 
     def shown() -> tuple[str, str, tuple[str, ...]]:
-        return readout.text.strip(), metrics.text, tuple(
-            hashlib.sha1(img.get_attribute("src").encode()).hexdigest()
-            for img in explorer.find_elements(By.CSS_SELECTOR, "img"))
+        # the figures' sources in one script call: an image found first and read after would be
+        # stale once the widget redraws it in between (seen on a loaded machine)
+        sources = browser.execute_script("return [...arguments[0].querySelectorAll('img')].map(i => i.src)",
+                                         explorer)
+        return readout.text.strip(), metrics.text, tuple(hashlib.sha1(src.encode()).hexdigest() for src in sources)
 
     before = shown()
     assert _METRICS.search(before[1]), f"metrics line not found in {before[1]!r}"

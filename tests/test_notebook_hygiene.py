@@ -423,21 +423,25 @@ def _first_difference(a: str, b: str) -> str:
     return "identical"
 
 
-async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> dict:
+async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> tuple[dict, dict]:
     """Run ``nb`` top to bottom, then every code cell again from the last to the first, then the last
-    FINAL_CELLS code cells again. Returns the normalised texts of each pass and the timings. The
-    kernel process's own output goes to ``log``, as in ``course_grader.execution``."""
+    FINAL_CELLS code cells again. Returns the normalised texts of each pass and the timings, and the
+    first pass as an executed notebook (outputs and widget state, as the site build's own execution
+    has them). The kernel process's own output goes to ``log``, as in ``course_grader.execution``."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
-                            record_timing=False, resources={"metadata": {"path": str(cwd)}})
+                            record_timing=False, store_widget_state=True,
+                            resources={"metadata": {"path": str(cwd)}})
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     result: dict = {"first": {}, "rerun": {}, "final": {}, "first_errors": {}, "seconds": {}}
+    first_pass = copy.deepcopy(nb)
 
     async def run(index: int) -> str:
         cell = copy.deepcopy(nb.cells[index])
         await client.async_execute_cell(cell, index)
         if index not in result["first"]:
+            first_pass.cells[index] = cell
             errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in cell.outputs if o.get("output_type") == "error"]
             if errors:
                 result["first_errors"][index] = errors[-1]
@@ -449,28 +453,36 @@ async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> dict:
             for index in code:
                 result["first"][index] = await run(index)
             result["seconds"]["first"] = time.monotonic() - started
+            # the widget state as the first pass left it (nbclient writes it into the client's notebook)
+            client.set_widgets_metadata()
+            if "widgets" in nb.metadata:
+                first_pass.metadata["widgets"] = copy.deepcopy(nb.metadata.pop("widgets"))
             started = time.monotonic()
             for index in reversed(code):
                 result["rerun"][index] = await run(index)
             result["seconds"]["rerun"] = time.monotonic() - started
             for index in code[-FINAL_CELLS:]:
                 result["final"][index] = await run(index)
-    return result
+    return result, first_pass
 
 
 @pytest.mark.notebook_rerun
 @pytest.mark.timeout(1800)  # measured: at most 90 s per notebook on 2 loaded cores
 @pytest.mark.parametrize("path", _params("rerun"))
-def test_every_cell_can_be_run_again(path, tmp_path):
+def test_every_cell_can_be_run_again(path, tmp_path, fast_site_out):
     from course_grader.execution import kernel_env, run_coroutine
+    from docs.site.build import record_execution
 
     nb = nbformat.read(path, as_version=4)
-    result = run_coroutine(lambda: _rerun_notebook(nb, REPO / "notebooks", kernel_env(tmp_path, fast=True),
-                                                   tmp_path / "kernel.log"))
+    result, first_pass = run_coroutine(lambda: _rerun_notebook(
+        nb, REPO / "notebooks", kernel_env(tmp_path, fast=True), tmp_path / "kernel.log"))
     print(f"{path.name}: first run {result['seconds']['first']:.0f} s, re-runs {result['seconds']['rerun']:.0f} s")
     (tmp_path / "outputs.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     errors = [f"cell {index}: {error}" for index, error in result["first_errors"].items()]
     assert not errors, f"{path.name}: the first run failed:\n  " + "\n  ".join(errors)
+    # the first pass is a complete fast-mode execution: the fast site (built after these tests, see
+    # tests/conftest.py) shows it instead of executing the notebook a second time
+    record_execution(path, first_pass, "fast", fast_site_out)
     problems = rerun_problems(nb, result)
     assert not problems, (
         f"{path.name}: output changed when cells were run again (fix the cell, or tag it {RERUN_TAG!r} with a "
@@ -500,8 +512,12 @@ def test_the_rerun_harness_on_a_small_notebook(tmp_path):
     random_cell = code("# rerun-changes: draws a fresh number on purpose\nimport random\nprint(random.random())")
     random_cell.metadata["tags"] = [RERUN_TAG]
     nb = nbformat.v4.new_notebook(cells=[code("1 / 0"), code("x = 1"), code("print(x)"), code("x = 2"), random_cell])
-    result = run_coroutine(lambda: _rerun_notebook(nb, tmp_path, kernel_env(tmp_path, fast=True), tmp_path / "log"))
+    result, first_pass = run_coroutine(lambda: _rerun_notebook(nb, tmp_path, kernel_env(tmp_path, fast=True),
+                                                               tmp_path / "log"))
     assert result["first_errors"] == {0: "ZeroDivisionError: division by zero"}
+    # the executed notebook it hands to the site is the first pass, not a re-run (the random cell differs)
+    assert [text_output(c) for c in first_pass.cells] == [result["first"][i] for i in range(5)]
+    assert result["rerun"][4] != result["first"][4]
     assert list(result["rerun"]) == [4, 3, 2, 1, 0] and list(result["final"]) == [2, 3, 4]
     problems = rerun_problems(nb, result)
     assert len(problems) == 1 and problems[0].startswith("cell 2 ") and "first run '1', re-run '2'" in problems[0]

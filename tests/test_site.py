@@ -188,6 +188,35 @@ def test_a_fast_build_keeps_its_checkpoints_out_of_the_course_cache(tmp_path, mo
     assert release["COURSE_FAST"] == "0" and release["COURSE_CACHE_DIR"] == "/somewhere/the/students/cache"
 
 
+def test_a_recorded_execution_is_reused_until_its_notebook_changes(tmp_path):
+    """The notebook re-run test hands its first pass to the fast site (record_execution): the build
+    shows it instead of executing again, but not once the notebook has changed, nor one with an error."""
+    import nbformat
+
+    path = tmp_path / "99_tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), path)
+    executed = nbformat.read(path, as_version=4)
+    executed.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="recorded elsewhere\n")]
+    out = tmp_path / "site"
+    assert build.record_execution(path, executed, "fast", out) == out / "executed" / "fast" / path.name
+
+    def execute() -> build.Execution:
+        [execution] = build.execute_notebooks([path], "fast", out, jobs=1, timeout=120, log=lambda _: None)
+        return execution
+
+    reused = execute()
+    assert reused.reused and "recorded elsewhere" in build.outputs_text(json.loads(reused.executed.read_bytes()))
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 9)")]), path)
+    fresh = execute()
+    text = build.outputs_text(json.loads(fresh.executed.read_bytes()))
+    assert not fresh.reused and "54" in text and "recorded elsewhere" not in text
+    executed.cells[0].outputs = [nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="", traceback=[])]
+    with pytest.raises(SiteBuildError, match="error output"):
+        build.record_execution(path, executed, "fast", out)
+    with pytest.raises(ValueError, match="mode"):
+        build.record_execution(path, executed, "slow", out)
+
+
 def test_a_release_build_stops_before_executing_when_a_dataset_is_missing(data_home, offline, tmp_path, monkeypatch):
     monkeypatch.setattr(build, "execute_notebooks", lambda *a, **k: pytest.fail("executed without the data"))
     with pytest.raises(SiteBuildError, match=r"(?s)never on the bundled sample.*mnist.*python -m data_download"):

@@ -12,7 +12,9 @@ Steps (each a function below):
    ``COURSE_CACHE_DIR`` (import a checkpoint cache first, or it trains); fast runs in fast
    mode with a checkpoint cache of its own under ``OUT/fast-cache``. Executed notebooks are
    kept under ``OUT/executed/MODE`` with a key of their inputs (the notebook, the mode, the
-   course code and the committed results), so an unchanged notebook is not run again.
+   course code and the committed results), so an unchanged notebook is not run again; an
+   execution made elsewhere can be handed in with ``record_execution`` (the test suite's
+   notebook re-run test hands in its first pass).
 3. **Stage** the pages in ``OUT/src``: the course map (from README.md), every notebook
    (launch links under the title, the Colab cell hidden, each widget replaced by a static
    snapshot of its state and a note to run it live), the benchmark results
@@ -163,6 +165,37 @@ def _execute_one(notebook: Path, executed: Path, env: dict[str, str], timeout: i
     return seconds
 
 
+def _store_execution(executed: Path, data: dict, key: str) -> None:
+    """Write an executed notebook with the key of the inputs it was run from (atomically)."""
+    data["metadata"]["course_site_key"] = key
+    atomic_write_bytes(executed, notebook_bytes(data))
+
+
+def record_execution(notebook: Path, executed: dict, mode: str, out: Path) -> Path:
+    """Keep an execution made elsewhere as this build's own, so that ``execute_notebooks`` reuses it.
+
+    For a run that already executes every notebook top to bottom: the notebook re-run test
+    (``tests/test_notebook_hygiene.py``) hands its first pass to the fast site it runs before, so
+    the test suite executes each notebook once for both. ``executed`` must be ``notebook`` run
+    top to bottom in one fresh kernel in ``mode``'s settings (fast: ``COURSE_FAST=1`` and an empty
+    checkpoint cache of its own), with the widget state stored in ``metadata.widgets``, as nbclient's
+    ``store_widget_state=True`` writes it. It is stored with the key of the notebook's current
+    inputs, so a later change to the notebook or the course code makes the build execute it again.
+    Returns the path it was written to (``out/executed/MODE/NAME.ipynb``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    cells = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    if any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", [])):
+        raise SiteBuildError(f"{notebook.name}: the execution to record has an error output; the site shows "
+                             "only notebooks that ran without one")
+    folder = Path(out).resolve() / "executed" / mode
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / notebook.name
+    _store_execution(path, json.loads(json.dumps(executed)), execution_key(notebook, mode))
+    return path
+
+
 def execute_notebooks(notebooks: Sequence[Path], mode: str, out: Path, *, jobs: int, timeout: int,
                       log: Any = print) -> list[Execution]:
     """Execute (or reuse) every notebook; raise SiteBuildError on the first failing one."""
@@ -185,9 +218,7 @@ def execute_notebooks(notebooks: Sequence[Path], mode: str, out: Path, *, jobs: 
                    for nb, executed, key in todo}
         for notebook, (future, executed, key) in futures.items():
             seconds = future.result()  # a SiteBuildError of the worker is raised here
-            data = json.loads(executed.read_bytes())
-            data["metadata"]["course_site_key"] = key
-            atomic_write_bytes(executed, notebook_bytes(data))
+            _store_execution(executed, json.loads(executed.read_bytes()), key)
             results[notebook] = Execution(notebook, executed, seconds, False)
             log(f"  {notebook.name}: executed in {seconds:.1f} s")
     return [results[nb] for nb in notebooks]
