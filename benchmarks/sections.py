@@ -34,10 +34,18 @@ AEFLOW_VARIANT_LABELS = {
 """How the results tables name the fixed variants of ``benchmarks.aeflow.HEADLINE_VARIANTS``."""
 
 
+PROTOCOL_SEEDS = (0, 1, 2)   # the seeds of a complete record (benchmarks.one_class's default --seeds)
+
+
 def mean_over_seeds(mean: float, std: float, seeds) -> str:
-    """"0.871 ± 0.012" over several seeds; "0.871 (seed 0 only)" over one (``tables.mean_std_text``)."""
+    """"0.871 ± 0.012" over the protocol's seeds 0, 1, 2; "0.871 (seed 0 only)" over one
+    (``tables.mean_std_text``); any other set is named, "0.871 ± 0.012 (seeds 0, 1)", because the
+    tables mix records with different seed counts."""
     seeds = list(seeds)
-    return mean_std_text(mean, std, len(seeds), single_seed=seeds[0])
+    text = mean_std_text(mean, std, len(seeds), single_seed=seeds[0])
+    if len(seeds) > 1 and tuple(seeds) != PROTOCOL_SEEDS:
+        text += f" (seeds {', '.join(str(s) for s in seeds)})"
+    return text
 
 
 def _aeflow_variant_label(name: str) -> str:

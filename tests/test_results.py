@@ -154,4 +154,5 @@ def test_one_seed_is_reported_as_one_seed_not_as_zero_spread():
 
     assert mean_over_seeds(0.9094, 0.0, [0]) == "0.909 (seed 0 only)"
     assert mean_over_seeds(0.9094, 0.0, [0, 1, 2]) == "0.909 ± 0.000"  # a measured zero spread stays
-    assert mean_over_seeds(0.8711, 0.0123, (1, 2)) == "0.871 ± 0.012"
+    assert mean_over_seeds(0.8711, 0.0123, (1, 2)) == "0.871 ± 0.012 (seeds 1, 2)"  # not the protocol's three
+    assert mean_over_seeds(0.8711, 0.0123, (0, 1, 2)) == "0.871 ± 0.012"
