@@ -52,9 +52,10 @@ TIMING_NOTES = {
     "glow-final-scale": "rerun 2026-12-02 with the 5-level model the selection protocol chose. Seed 0: MNIST and "
                         "Fashion-MNIST ran side by side with 2-3 other jobs on the 2 cores (load about 4), so a model "
                         "took about 8 min instead of about 2 min on an idle thread; MNIST's class 0 of seed 0 came "
-                        "from the cache, so its `train s / class` averages a cache load with trainings. MNIST seed 1: "
-                        "`--jobs 2` (one thread per job) on a slower CPU, beside test runs for most of its 61 min "
-                        "(7-14 min per model). Fashion-MNIST seeds 1 and 2 and MNIST seed 2: not run yet.",
+                        "from the cache, so its `train s / class` averages a cache load with trainings. MNIST seeds 1 "
+                        "and 2: one run each with `--jobs 2` (one thread per job) on a slower CPU; seed 1 shared the "
+                        "cores with test runs for most of its 61 min (7-14 min per model), seed 2 took 30 min (about "
+                        "6 min per model, mostly alone). Fashion-MNIST seeds 1 and 2: not run yet.",
 }
 
 # Mean one-class AUROC (%) reported in the literature on the same protocol (train on one
