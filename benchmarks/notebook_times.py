@@ -14,7 +14,9 @@ empty checkpoint cache, at most 3 minutes after a bundle import, on 2 CPU cores)
 Datasets come from ``COURSE_DATA_DIR`` as for a student (``python -m data_download ...`` first).
 Run it on an otherwise idle machine: two jobs on two cores double every time.
 Writes ``benchmarks/results/notebook_times.json``, one entry per (cache kind, notebook); a later run
-replaces only the notebooks it ran.
+replaces only the notebooks it ran. ``--keep-caches DIR`` copies every checkpoint the notebooks trained
+into ``DIR`` (one folder for all notebooks), so that ``python -m course_utils.bundles export FILE
+--cache-dir DIR`` makes the bundle for the second kind of run without training anything twice.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -68,12 +71,30 @@ def time_notebook(path: Path, cache: Path) -> dict:
     return {"seconds": round(seconds, 1), "ok": error is None, "error": error, "slowest_cells": slowest}
 
 
+def keep_checkpoints(cache: Path, keep: Path) -> list[str]:
+    """Copy the ``*.pt`` checkpoints of ``cache`` into ``keep`` (created if needed); returns the names copied.
+
+    A name already in ``keep`` is left alone: the name is the hash of the settings and seed, so another
+    notebook trained the same model (and ``bundles.export_bundle`` checks every file it writes)."""
+    keep.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for checkpoint in sorted(cache.glob("*.pt")):
+        if not (keep / checkpoint.name).exists():
+            tmp = keep / f".{checkpoint.name}.part"
+            shutil.copyfile(checkpoint, tmp)
+            os.replace(tmp, keep / checkpoint.name)  # never a half-copied checkpoint under its real name
+            copied.append(checkpoint.name)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.notebook_times", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", help="notebook numbers, e.g. 00 04 (default: all)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="import this checkpoint bundle into each notebook's cache first (default: empty cache)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--keep-caches", type=Path, default=None, metavar="DIR",
+                        help="copy the checkpoints each notebook trained into DIR (to export a bundle from)")
     args = parser.parse_args(argv)
     if os.environ.get("COURSE_FAST", "0") not in ("", "0"):
         parser.error("COURSE_FAST is set: this benchmark times full mode; unset it")
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 import_bundle(args.bundle, cache)
                 import_seconds = round(time.perf_counter() - start, 1)
             result = time_notebook(path, cache)
+            if args.keep_caches is not None:
+                keep_checkpoints(cache, args.keep_caches)
         result.update(import_seconds=import_seconds, target_seconds=TARGET_SECONDS[kind],
                       meets_target=result["ok"] and result["seconds"] <= TARGET_SECONDS[kind],
                       date=dt.date.today().isoformat(), load_before=load_before, **environment_info())

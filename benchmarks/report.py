@@ -76,6 +76,24 @@ def peak_rss_mb() -> float:
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 
 
+def cpu_model() -> str:
+    """The CPU's name and the widest vector instructions PyTorch uses on it, e.g. "AMD EPYC (AVX512)".
+
+    Two 2-core machines of the same kind have trained the same Glow 4x apart, so a time means
+    little without the CPU it was measured on."""
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux: platform.processor() is the best there is
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def environment_info() -> dict:
     """Machine and software facts stored with every result."""
     import torch
@@ -83,8 +101,8 @@ def environment_info() -> dict:
     commit = git_commit(Path(__file__).parent, short=True)
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-                   f"{device}, torch {torch.__version__} ({torch.get_num_threads()} threads)",
+        "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, {platform.system()} "
+                   f"{platform.release()}, {device}, torch {torch.__version__} ({torch.get_num_threads()} threads)",
         "git_commit": commit,
     }
 

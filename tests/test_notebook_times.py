@@ -45,3 +45,27 @@ def test_the_command_refuses_fast_mode_and_unknown_notebooks(monkeypatch, tmp_pa
         notebook_times.main(["99", "--out", str(tmp_path / "t.json")])
     with pytest.raises(SystemExit):
         notebook_times.main(["00", "--bundle", str(tmp_path / "missing.tar"), "--out", str(tmp_path / "t.json")])
+
+
+def test_kept_checkpoints_are_merged_without_overwriting(tmp_path):
+    first, second, keep = tmp_path / "a", tmp_path / "b", tmp_path / "keep"
+    for folder in (first, second):
+        folder.mkdir()
+    (first / "glow-1.pt").write_bytes(b"first")
+    (first / ".glow-1.pt.lock").write_bytes(b"")  # lock files are not checkpoints
+    (second / "glow-1.pt").write_bytes(b"second")
+    (second / "ae-2.pt").write_bytes(b"ae")
+    assert notebook_times.keep_checkpoints(first, keep) == ["glow-1.pt"]
+    assert notebook_times.keep_checkpoints(second, keep) == ["ae-2.pt"]
+    assert sorted(p.name for p in keep.iterdir()) == ["ae-2.pt", "glow-1.pt"]
+    assert (keep / "glow-1.pt").read_bytes() == b"first"
+
+
+def test_every_record_names_the_cpu_and_its_vector_instructions():
+    import torch
+
+    from benchmarks.report import environment_info
+
+    machine = environment_info()["machine"]
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in machine, machine
+    assert machine.split(", ")[1].split(" (")[0].strip(), machine  # a CPU name before the instruction set
