@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     record = json.loads(args.out.read_text()) if args.out.exists() else {"protocol": "notebook-times", "runs": {}}
     runs = record["runs"].setdefault(kind, {})
     for path in paths:
-        load_before = round(os.getloadavg()[0], 2)  # 1-min load average before the run: near 0 on an idle machine
+        # 1-min load average before the run: near 0 on an idle machine for the first notebook; it decays slowly, so
+        # right after a notebook it still reads about 2 on 2 cores without any other job
+        load_before = round(os.getloadavg()[0], 2)
         with tempfile.TemporaryDirectory(prefix="course-times-") as tmp:
             cache = Path(tmp) / "cache"
             cache.mkdir()
