@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from course_utils.files import atomic_write
+
 from .report import RESULTS_DIR, environment_info, write_json_atomic
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -80,9 +82,8 @@ def keep_checkpoints(cache: Path, keep: Path) -> list[str]:
     copied = []
     for checkpoint in sorted(cache.glob("*.pt")):
         if not (keep / checkpoint.name).exists():
-            tmp = keep / f".{checkpoint.name}.part"
-            shutil.copyfile(checkpoint, tmp)
-            os.replace(tmp, keep / checkpoint.name)  # never a half-copied checkpoint under its real name
+            with checkpoint.open("rb") as source:  # never a half-copied checkpoint under its real name
+                atomic_write(keep / checkpoint.name, lambda handle: shutil.copyfileobj(source, handle))
             copied.append(checkpoint.name)
     return copied
 
