@@ -27,7 +27,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from torch import Tensor
@@ -38,7 +38,7 @@ from .metrics import auprc, auroc
 
 __all__ = ["Detector", "MethodContext", "METHODS", "register_method", "make_detector", "method_settings",
            "detector_settings", "ClassResult",
-           "OneClassResults", "evaluate_one_class", "run_one_class"]
+           "OneClassResults", "evaluate_one_class", "run_one_class", "run_one_class_many"]
 
 
 PROTOCOL = "one-class"  # the protocol name benchmark records carry
@@ -366,31 +366,63 @@ def run_one_class(
             the course afresh, so only the methods built into ``METHODS`` work there (a method a
             notebook registers needs ``jobs=1``).
     """
+    return run_one_class_many({(method, dataset): classes}, seeds, fast=fast, n_train=n_train, source=source,
+                              progress=progress, jobs=jobs)[method, dataset]
+
+
+def run_one_class_many(
+    runs: Mapping[tuple[str, str], Iterable[int] | None],
+    seeds: Sequence[int] = (0,),
+    *,
+    fast: bool | None = None,
+    n_train: int | None = None,
+    source: str = "auto",
+    progress: bool = True,
+    jobs: int = 1,
+) -> dict[tuple[str, str], OneClassResults]:
+    """``run_one_class`` for several (method, dataset) pairs that share one pool of ``jobs`` workers.
+
+    A notebook that trains a few models of different methods or datasets keeps both cores busy
+    this way: with separate ``run_one_class`` calls, a call with one class would run alone.
+
+    Args:
+        runs: ``{(method, dataset): classes}`` (``None``: every class). The (class, seed) runs are
+            handed to the workers in this order, so the longest first balances the workers best.
+        seeds, fast, n_train, source, progress, jobs: as in :func:`run_one_class`.
+
+    Returns:
+        ``{(method, dataset): OneClassResults}``, in the order of ``runs``; each holds its
+        (class, seed) runs in the order given.
+    """
     from tqdm.auto import tqdm
 
-    _get_factory(method)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer (worker processes), got {jobs!r}")
-    n_classes = dataset_info(dataset).n_classes
-    classes = list(range(n_classes)) if classes is None else [int(c) for c in classes]
+    if not runs:
+        raise ValueError("give at least one (method, dataset) pair")
     if not seeds:
         raise ValueError("give at least one seed")
     fast = config.is_fast() if fast is None else fast
-    results = OneClassResults(method=method, dataset=dataset, source="")
-    pairs = [(c, s) for c in classes for s in seeds]
-    bar = tqdm(total=len(pairs), desc=f"{method} on {dataset}", disable=not progress, leave=False)
+    tasks: list[tuple[str, str, int, int]] = []   # (method, dataset, normal class, seed)
+    for (method, dataset), classes in runs.items():
+        _get_factory(method)
+        classes = list(range(dataset_info(dataset).n_classes)) if classes is None else [int(c) for c in classes]
+        tasks += [(method, dataset, c, s) for c in classes for s in seeds]
+    bar = tqdm(total=len(tasks), desc=", ".join(f"{method} on {dataset}" for method, dataset in runs),
+               disable=not progress, leave=False)
+    options = dict(fast=fast, n_train=n_train, source=source)
     if jobs == 1:
         outcomes = []
-        for normal_class, seed in pairs:
-            outcomes.append(evaluate_one_class(method, dataset, normal_class, seed=seed, fast=fast,
-                                               n_train=n_train, source=source))
+        for method, dataset, normal_class, seed in tasks:
+            outcomes.append(evaluate_one_class(method, dataset, normal_class, seed=seed, **options))
             bar.update()
     else:
-        outcomes = _run_in_workers(method, dataset, pairs, jobs, bar, fast=fast, n_train=n_train, source=source)
+        outcomes = _run_in_workers(tasks, jobs, bar, **options)
     bar.close()
-    for run, source_used in outcomes:
-        results.runs.append(run)
-        results.source = source_used
+    results = {key: OneClassResults(method=key[0], dataset=key[1], source="") for key in runs}
+    for (method, dataset, _, _), (run, source_used) in zip(tasks, outcomes):
+        results[method, dataset].runs.append(run)
+        results[method, dataset].source = source_used
     return results
 
 
@@ -404,21 +436,23 @@ def _one_thread_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_in_workers(method: str, dataset: str, pairs: list[tuple[int, int]], jobs: int, bar,
+def _run_in_workers(tasks: list[tuple[str, str, int, int]], jobs: int, bar,
                     **options) -> list[tuple[ClassResult, str]]:
-    """``evaluate_one_class`` for every (class, seed) of ``pairs`` in ``jobs`` worker processes,
-    returned in the order of ``pairs``."""
+    """``evaluate_one_class`` for every (method, dataset, class, seed) of ``tasks`` in ``jobs`` worker
+    processes, returned in the order of ``tasks``."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-    if _BUILT_IN_METHODS.get(method) is not METHODS[method]:
-        raise ValueError(f"method {method!r} was registered in this process, and worker processes only know the "
-                         "built-in methods: run it with jobs=1")
+    for method in dict.fromkeys(method for method, *_ in tasks):
+        if _BUILT_IN_METHODS.get(method) is not METHODS[method]:
+            raise ValueError(f"method {method!r} was registered in this process, and worker processes only know "
+                             "the built-in methods: run it with jobs=1")
     # "spawn": a fresh interpreter per worker (forking a process that already runs PyTorch threads can hang)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(pairs)), mp_context=context,
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=context,
                              initializer=_one_thread_worker) as pool:
-        futures = [pool.submit(evaluate_one_class, method, dataset, c, seed=s, **options) for c, s in pairs]
+        futures = [pool.submit(evaluate_one_class, method, dataset, c, seed=s, **options)
+                   for method, dataset, c, s in tasks]
         for future in futures:
             future.add_done_callback(lambda _: bar.update())
         wait(futures, return_when=FIRST_EXCEPTION)

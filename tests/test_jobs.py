@@ -51,6 +51,24 @@ def test_two_jobs_give_exactly_the_sequential_aurocs_in_the_same_order(tmp_path,
         assert all(torch.equal(sequential_weights[k], parallel_weights[k]) for k in sequential_weights)
 
 
+def test_one_pool_for_several_methods_and_datasets_gives_the_separate_sequential_runs(tmp_path, monkeypatch,
+                                                                                       one_thread):
+    # a notebook's live models of two methods on two datasets share one pool of two workers
+    runs = {("ae-l2", "fashion-mnist"): [3], ("pca", "mnist"): [0, 1]}
+    kwargs = dict(seeds=[0], fast=True, source="sample", progress=False)
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "sequential"))
+    separate = {key: protocol.run_one_class(*key, classes, **kwargs) for key, classes in runs.items()}
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "parallel"))
+    pooled = protocol.run_one_class_many(runs, jobs=2, **kwargs)
+    assert list(pooled) == list(runs)
+    for key, results in pooled.items():
+        assert (results.method, results.dataset) == key and results.source == separate[key].source == "sample"
+        assert _runs(results) == _runs(separate[key])
+    assert [r.normal_class for r in pooled["pca", "mnist"].runs] == [0, 1]
+    with pytest.raises(ValueError, match="at least one"):
+        protocol.run_one_class_many({}, progress=False)
+
+
 def test_the_cli_merges_parallel_results_into_the_same_json(tmp_path, one_thread):
     common = ["--method", "pca", "--dataset", "mnist", "--source", "sample", "--seeds", "0"]
     assert one_class.main(common + ["--classes", "0", "1", "--out-dir", str(tmp_path / "a")]) == 0
