@@ -31,7 +31,12 @@ grading kernel: fast mode, its own checkpoint cache, one thread); every code cel
 recorded. Then every code cell is run again, from the last to the first, so each cell runs again in
 the state the cells below it left (what a student has who scrolls back up and re-runs a cell), and
 its output must equal the first run's. Finally the last :data:`FINAL_CELLS` code cells run once more,
-in the state every re-run left, and their output must again be unchanged. Text output is stdout,
+in the state every re-run left, and their output must again be unchanged. The same kernel then runs
+the notebook's student version (``course_grader.markers.release``: stubs in every answer cell) top to
+bottom after ``%reset -f``, and it must run to the end with every exercise "not solved yet"; the
+kernel start, the imports and the trained checkpoints are shared with the solution's run (the
+released pass of the six notebooks took 41 s; in a fresh process each they took 78 s), and
+``tests/test_released_notebooks.py`` still runs notebook 00's student version in a fresh process. Text output is stdout,
 ``text/markdown`` (else ``text/plain``) of results and displays, and errors; stderr is not compared
 (warnings are shown once per place, progress bars redraw). :func:`normalise` removes volatile parts.
 A cell tagged ``rerun-changes`` is re-run but its output is not compared.
@@ -423,11 +428,14 @@ def _first_difference(a: str, b: str) -> str:
     return "identical"
 
 
-async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> tuple[dict, dict]:
+async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path, released=None) -> tuple[dict, dict]:
     """Run ``nb`` top to bottom, then every code cell again from the last to the first, then the last
-    FINAL_CELLS code cells again. Returns the normalised texts of each pass and the timings, and the
-    first pass as an executed notebook (outputs and widget state, as the site build's own execution
-    has them). The kernel process's own output goes to ``log``, as in ``course_grader.execution``."""
+    FINAL_CELLS code cells again; then, if ``released`` (the student version of ``nb``) is given, clear
+    the kernel's namespace (``%reset -f``) and run the released notebook top to bottom. Returns the
+    normalised texts of each pass and the timings (the released pass: its stdout and errors, raw),
+    and the first pass as an executed notebook (outputs and widget state, as the site build's own
+    execution has them). The kernel process's own output goes to ``log``, as in
+    ``course_grader.execution``."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
@@ -463,7 +471,38 @@ async def _rerun_notebook(nb, cwd: Path, env: dict, log: Path) -> tuple[dict, di
             result["seconds"]["rerun"] = time.monotonic() - started
             for index in code[-FINAL_CELLS:]:
                 result["final"][index] = await run(index)
+            if released is not None:
+                started = time.monotonic()
+                result["released"] = await _run_released(client, released)
+                result["seconds"]["released"] = time.monotonic() - started
     return result, first_pass
+
+
+async def _run_released(client, released) -> dict:
+    """The student version top to bottom in ``client``'s kernel, after ``%reset -f`` has deleted every
+    name the solution's passes bound: a name that only a solution defines fails here as in a student's
+    fresh kernel. The kernel keeps its imported modules (so the setup cell is quick) and the checkpoint
+    cache the solution filled (the released notebook trains the same models). Returns its stdout and
+    its errors."""
+    solution = client.nb   # nbclient stores each executed cell in client.nb: let it store the released ones apart
+    client.nb = copy.deepcopy(released)
+    try:
+        cells = list(enumerate(client.nb.cells))
+        client.nb.cells.append(nbformat.v4.new_code_cell("%reset -f"))
+        await client.async_execute_cell(client.nb.cells[-1], len(client.nb.cells) - 1)
+        stdout, errors = "", []
+        for index, cell in cells:
+            if cell.cell_type != "code" or is_colab_cell(cell):
+                continue
+            cell = await client.async_execute_cell(cell, index)
+            for out in cell.outputs:
+                if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                    stdout += out.get("text", "")
+                elif out.get("output_type") == "error":
+                    errors.append(f"cell {index} (id {cell.get('id')}): {out.get('ename')}: {out.get('evalue')}")
+    finally:
+        client.nb = solution
+    return {"stdout": stdout, "errors": errors}
 
 
 @pytest.mark.notebook_rerun
@@ -474,15 +513,25 @@ def test_every_cell_can_be_run_again(path, tmp_path, fast_site_out):
     from docs.site.build import record_execution
 
     nb = nbformat.read(path, as_version=4)
+    released = nbformat.read(markers.release([path], tmp_path / "released")[0], as_version=4)
     result, first_pass = run_coroutine(lambda: _rerun_notebook(
-        nb, REPO / "notebooks", kernel_env(tmp_path, fast=True), tmp_path / "kernel.log"))
-    print(f"{path.name}: first run {result['seconds']['first']:.0f} s, re-runs {result['seconds']['rerun']:.0f} s")
+        nb, REPO / "notebooks", kernel_env(tmp_path, fast=True), tmp_path / "kernel.log", released))
+    print(f"{path.name}: first run {result['seconds']['first']:.0f} s, re-runs {result['seconds']['rerun']:.0f} s, "
+          f"released version {result['seconds']['released']:.0f} s")
     (tmp_path / "outputs.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     errors = [f"cell {index}: {error}" for index, error in result["first_errors"].items()]
     assert not errors, f"{path.name}: the first run failed:\n  " + "\n  ".join(errors)
     # the first pass is a complete fast-mode execution: the fast site (built after these tests, see
     # tests/conftest.py) shows it instead of executing the notebook a second time
     record_execution(path, first_pass, "fast", fast_site_out)
+    # Run All never stops in the student version: each exercise says "not solved yet" and the cells
+    # after it go on with the course's reference implementation
+    assert not result["released"]["errors"], (f"{path.name}, released version with its stubs:\n  "
+                                              + "\n  ".join(result["released"]["errors"]))
+    exercises = markers.find_exercises(json.loads(path.read_text(encoding="utf-8")))
+    for exercise in exercises:
+        assert f"✗ {exercise.grade_id}: not solved yet, 0 points" in result["released"]["stdout"], exercise.grade_id
+    assert result["released"]["stdout"].count("the next cells use the course's reference implementation") == len(exercises)
     problems = rerun_problems(nb, result)
     assert not problems, (
         f"{path.name}: output changed when cells were run again (fix the cell, or tag it {RERUN_TAG!r} with a "
